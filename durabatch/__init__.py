@@ -1,0 +1,3 @@
+"""durabatch: durable batch LLM processing of documents."""
+
+__version__ = "0.1.0"

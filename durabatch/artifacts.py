@@ -1,0 +1,61 @@
+"""A content-addressed folder for large step outputs (extracted text).
+
+An artifact is named by the sha256 of its bytes and written as temp file ->
+fsync -> rename -> fsync of the folder, so that it is durable before the
+transaction that names it commits. Writing the same content twice is free,
+and a half-written file can never carry a valid name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def put_text(self, text: str) -> str:
+        data = text.encode("utf-8")
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return digest
+
+    def get_text(self, digest: str) -> str:
+        return self.path(digest).read_text(encoding="utf-8")
+
+    def check(self, digest: str) -> bool:
+        """True when the artifact exists and its bytes still hash to its name."""
+        try:
+            data = self.path(digest).read_bytes()
+        except OSError:
+            return False
+        return hashlib.sha256(data).hexdigest() == digest
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

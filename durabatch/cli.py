@@ -1,0 +1,274 @@
+"""The durabatch command line: parse, resolve settings, call one function, render."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from durabatch import config, discovery, reports
+from durabatch.engine import Observer, Outcome, process_run
+from durabatch.errors import DurabatchError, ExitCode
+from durabatch.pricing import PriceTable
+from durabatch.render import (
+    PlainObserver,
+    RichObserver,
+    failures_table,
+    run_detail,
+    run_table,
+    stderr_console,
+    stdout_console,
+)
+from durabatch.store import Store, open_store
+from durabatch.store.records import Run
+from durabatch.verify import verify as verify_run
+
+app = typer.Typer(
+    help="Durable batch LLM processing of documents: every step checkpointed, resumable.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database file [env DURABATCH_DB; default ./durabatch.db]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RunArg = Annotated[str, typer.Argument(help="The run id (see `durabatch status`).")]
+Concurrency = Annotated[
+    int | None, typer.Option(help="Documents in flight at once [default 4].", min=1)
+]
+Grace = Annotated[
+    float | None,
+    typer.Option(help="Seconds in-flight steps get to finish after SIGINT/SIGTERM [25].", min=0),
+]
+ExtractTimeout = Annotated[
+    float | None, typer.Option(help="Seconds one document may take to parse [60].")
+]
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A DurabatchError becomes a one-line message and its exit code, never a traceback."""
+    try:
+        yield
+    except DurabatchError as exc:
+        stderr_console().print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _settings(**flags: Any) -> config.Settings:
+    return config.load(flags)
+
+
+def _store(settings: config.Settings, *, create: bool = False) -> Store:
+    return open_store(settings.db, PriceTable.shipped(), create=create)
+
+
+def _observer(run_id: str) -> Observer:
+    if sys.stdout.isatty():
+        return RichObserver(stderr_console())
+    return PlainObserver(run_id)
+
+
+def _finish(store: Store, outcome: Outcome) -> None:
+    summary = reports.run_summary(store, store.get_run(outcome.run_id))
+    console = stdout_console()
+    for part in run_detail(summary):
+        console.print(part)
+    if outcome.exit_code == ExitCode.NOT_FINISHED:
+        stderr_console().print(
+            f"run {outcome.run_id} is not finished; continue with: durabatch resume "
+            f"{outcome.run_id}",
+            highlight=False,
+        )
+    raise typer.Exit(outcome.exit_code)
+
+
+def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
+    observer = _observer(run.id)
+    try:
+        return process_run(store, run, settings, observer)
+    finally:
+        close = getattr(observer, "close", None)
+        if close:
+            close()
+
+
+@app.command()
+def run(
+    paths: Annotated[list[str], typer.Argument(help="Files and folders (walked recursively).")],
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Leave out files matching this glob (repeatable).")
+    ] = None,
+    db: DbOpt = None,
+    provider: Annotated[str | None, typer.Option(help="local (default) or openai.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for every step.")] = None,
+    summarize_model: Annotated[str | None, typer.Option(help="Model for summarize.")] = None,
+    entities_model: Annotated[str | None, typer.Option(help="Model for entities.")] = None,
+    concurrency: Concurrency = None,
+    grace: Grace = None,
+    extract_timeout: ExtractTimeout = None,
+) -> None:
+    """Process documents in a new run; prints the run id first.
+
+    Example: durabatch run ./contracts --include '*.pdf'
+    """
+    with _user_errors():
+        settings = _settings(db=db, provider=provider, model=model,
+                             summarize_model=summarize_model, entities_model=entities_model,
+                             concurrency=concurrency, grace=grace,
+                             extract_timeout=extract_timeout, include=include or (),
+                             exclude=exclude or ())  # fmt: skip
+        discovery.check_paths(paths)
+        store = _store(settings, create=True)
+        stored = settings.run_settings() | {"cwd": os.getcwd()}
+        new_run = store.create_run(stored, list(paths))
+        print(new_run.id, flush=True)
+        _finish(store, _process(store, new_run, settings))
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str | None, typer.Argument(help="Run id; default: latest unfinished.")] = None,
+    db: DbOpt = None,
+    concurrency: Concurrency = None,
+    grace: Grace = None,
+    extract_timeout: ExtractTimeout = None,
+) -> None:
+    """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
+
+    Example: durabatch resume
+    """
+    with _user_errors():
+        settings = _settings(db=db, concurrency=concurrency, grace=grace,
+                             extract_timeout=extract_timeout)  # fmt: skip
+        store = _store(settings)
+        found = store.get_run(run_id) if run_id else store.latest_unfinished_run()
+        if found is None:
+            stderr_console().print("nothing to resume: every run in this database is finished")
+            raise typer.Exit(ExitCode.OK)
+        print(found.id, flush=True)
+        if found.finished:
+            stderr_console().print(f"run {found.id} is already finished", highlight=False)
+            failed = store.counts(found.id).failed
+            raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
+        _finish(store, _process(store, found, settings.with_run(found.settings)))
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="One run; default: all runs.")] = None,
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show all runs in a table, or one run: progress per step, failures, cost.
+
+    Example: durabatch status 20261126T173512-ab12 --json
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        runs = [store.get_run(run_id)] if run_id else store.list_runs()
+        summaries = [reports.run_summary(store, r) for r in runs]
+    if json_:
+        print(json.dumps(summaries[0] if run_id else summaries, indent=2))
+    elif run_id:
+        for part in run_detail(summaries[0]):
+            stdout_console().print(part)
+    else:
+        stdout_console().print(run_table(summaries))
+
+
+@app.command()
+def events(
+    run_id: RunArg,
+    db: DbOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    after: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
+) -> None:
+    """Print a run's audit trail: every state change, in order.
+
+    Example: durabatch events 20261126T173512-ab12 --json | jq .type
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        store.get_run(run_id)
+        for event in store.events(run_id, after):
+            if json_:
+                row = {"seq": event.seq, "at": event.at, "type": event.type,
+                       "doc_id": event.doc_id, "step": event.step, "data": event.data}  # fmt: skip
+                print(json.dumps(row, ensure_ascii=False))
+            else:
+                where = f" doc={event.doc_id}" if event.doc_id else ""
+                where += f" step={event.step}" if event.step else ""
+                data = json.dumps(event.data, ensure_ascii=False)
+                print(f"{event.seq}\t{event.at}\t{event.type}{where}\t{data[:200]}")
+
+
+@app.command()
+def verify(run_id: RunArg, db: DbOpt = None, json_: JsonOpt = False) -> None:
+    """Rebuild a run's state from its events alone and compare it with the tables.
+
+    Exits 0 when they agree and the database is intact, 1 otherwise.
+    Example: durabatch verify 20261126T173512-ab12
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        store.get_run(run_id)
+        problems = verify_run(store, run_id)
+    if json_:
+        print(json.dumps({"run_id": run_id, "ok": not problems, "problems": problems}))
+    elif problems:
+        for problem in problems:
+            print(problem)
+    else:
+        print(f"run {run_id}: state rebuilt from events matches the tables; database intact")
+    raise typer.Exit(ExitCode.FAILED_DOCUMENTS if problems else ExitCode.OK)
+
+
+@app.command()
+def export(
+    run_id: RunArg,
+    db: DbOpt = None,
+    format_: Annotated[Format, typer.Option("--format", help="jsonl or csv.")] = Format.jsonl,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File; default stdout.")]
+    = None,
+) -> None:
+    """Write one record per document: path, sha256, status, summary, entities, error, cost.
+
+    Example: durabatch export 20261126T173512-ab12 --format csv -o results.csv
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        store.get_run(run_id)
+        rows = reports.export_rows(store, run_id)
+        write = reports.write_jsonl if format_ == Format.jsonl else reports.write_csv
+        if output is None:
+            write(rows, sys.stdout)
+            return
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            count = write(rows, out)
+        stderr_console().print(f"wrote {count} documents to {output}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "failures_table", "main"]

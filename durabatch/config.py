@@ -1,0 +1,134 @@
+"""Settings: defaults < durabatch.toml < env DURABATCH_* < flags.
+
+Model settings (provider, models, base URL) belong to a run and are stored
+with it; the API key never is. Operational settings (concurrency, grace,
+timeouts) may change from one session of a run to the next.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from durabatch.errors import UsageError
+
+CONFIG_FILE = "durabatch.toml"
+DEFAULT_DB = "durabatch.db"
+
+# settings that belong to the run and are stored with it (never the key)
+RUN_SETTINGS = (
+    "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = DEFAULT_DB
+    provider: str = "local"
+    model: str | None = None
+    summarize_model: str | None = None
+    entities_model: str | None = None
+    base_url: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 4
+    grace: float = 25.0
+    extract_timeout: float = 60.0
+    max_bytes: int = 100 * 1024 * 1024
+    chunk_tokens: int | None = None
+    lease_ttl: float = 30.0
+    max_attempts: int = 3
+
+    def model_for(self, step: str) -> str:
+        specific = {"summarize": self.summarize_model, "entities": self.entities_model}
+        return specific.get(step) or self.model or self.provider
+
+    def run_settings(self) -> dict[str, Any]:
+        """What is stored with a run: models and limits, never the key."""
+        stored = asdict(self)
+        del stored["api_key"], stored["db"]
+        return stored
+
+    def with_run(self, stored: Mapping[str, Any]) -> Settings:
+        """A resumed run keeps the models it started with; the rest may change."""
+        kept = {k: stored[k] for k in RUN_SETTINGS if k in stored}
+        for name in ("include", "exclude"):
+            if name in kept:
+                kept[name] = tuple(kept[name])
+        return replace(self, **kept)
+
+
+def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
+         cwd: Path | None = None) -> Settings:  # fmt: skip
+    """Merge the four layers; ``flags`` holds only options the user actually gave."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    values.update(_from_toml((cwd or Path.cwd()) / CONFIG_FILE))
+    values.update(_from_env(env))
+    values.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    for name in ("include", "exclude"):
+        if name in values:
+            values[name] = tuple(values[name])
+    try:
+        settings = Settings(**values)
+    except TypeError as exc:
+        raise UsageError(f"unknown setting: {exc}") from exc
+    _validate(settings)
+    return settings
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}; fix or remove it") from exc
+    known = {f.name for f in fields(Settings)} - {"api_key"}
+    values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; remove them")
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(f"DURABATCH_{f.name.upper()}")
+        if raw:
+            values[f.name] = _coerce(f.name, raw)
+    key = env.get("DURABATCH_API_KEY") or env.get("OPENAI_API_KEY")
+    if key:
+        values["api_key"] = key
+    return values
+
+
+def _coerce(name: str, raw: str) -> Any:
+    default = getattr(Settings(), name)
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part for part in raw.split(",") if part)
+    except ValueError as exc:
+        raise UsageError(f"DURABATCH_{name.upper()}={raw!r} is not a number") from exc
+    return raw
+
+
+def _validate(settings: Settings) -> None:
+    if settings.provider not in ("local", "openai"):
+        raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
+    if settings.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if settings.grace < 0 or settings.extract_timeout <= 0:
+        raise UsageError("--grace must be >= 0 and --extract-timeout > 0")

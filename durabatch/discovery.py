@@ -1,0 +1,81 @@
+"""Find the documents under the paths a user gave, as a stream.
+
+Folders are walked recursively in sorted order (so a rediscovery after a
+crash finds the same documents in the same order), one directory at a time,
+so memory stays flat however many files there are. Hidden files and folders
+(names starting with a dot) are left out of folder walks, and so are the
+database and its files; a file named explicitly is always taken.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from durabatch.errors import UsageError
+from durabatch.store.records import NewDocument
+
+
+def check_paths(paths: Sequence[str]) -> None:
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}; check the path")
+
+
+def discover(
+    paths: Iterable[str],
+    base: Path,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    ignore: Sequence[Path] = (),
+) -> Iterator[NewDocument]:
+    """Yield every document under ``paths`` (relative to ``base``) that passes the globs."""
+    ignored = [str(p.resolve()) for p in ignore]
+    for given in paths:
+        root = base / given
+        if root.is_dir():
+            files = _walk(root)
+        else:
+            files = iter([(root, os.stat(root).st_size)]) if root.exists() else iter([])
+        for path, size in files:
+            source = str(path.resolve())
+            if any(source == i or source.startswith(i + os.sep) for i in ignored):
+                continue
+            shown = _shown(path, base)
+            if _wanted(shown, include, exclude):
+                yield NewDocument(path=shown, source=source, size=size)
+
+
+def _shown(path: Path, base: Path) -> str:
+    """The path as the user sees it: relative to where the run started, when inside it."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, int]]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path), entry.stat().st_size
+
+
+def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+
+    def matches(pattern: str) -> bool:
+        return fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(name, pattern)
+
+    if include and not any(matches(p) for p in include):
+        return False
+    return not any(matches(p) for p in exclude)

@@ -1,0 +1,333 @@
+"""claim -> execute -> checkpoint, for every document of a run.
+
+The main thread is the only writer. It claims the next step of up to
+``concurrency`` documents, hands each to a daemon worker thread, and commits
+what comes back: a result (which also claims the document's next step, in
+the same transaction), a failure, or a partial result of a long document,
+which the worker waits for before its next model call. Workers never touch
+the database, so a step's outcome is durable before the next step of that
+document starts, and a step that committed is never handed out again.
+
+A drain (first SIGINT/SIGTERM) stops claiming, gives in-flight steps
+``grace`` seconds to commit, abandons the rest (they run again on resume),
+and marks the run interrupted; a second signal leaves at once. Either way the
+database stays consistent: SQLite rolls back what was not committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from durabatch import discovery
+from durabatch.config import Settings
+from durabatch.errors import DocumentError, ExitCode, HaltError, NotFinished, Reason
+from durabatch.models.base import CallRecord, Provider
+from durabatch.sandbox import ParserPool
+from durabatch.steps import entities, extract, summarize
+from durabatch.steps.context import StepContext
+from durabatch.store import Store
+from durabatch.store.records import (
+    Counts,
+    DocStatus,
+    Owner,
+    Run,
+    RunStatus,
+    Step,
+    StepFailure,
+    StepResult,
+    Work,
+)
+
+DISCOVERY_BATCH = 500
+POLL_SECONDS = 0.2
+STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
+    Step.EXTRACT: extract.run,
+    Step.SUMMARIZE: summarize.run,
+    Step.ENTITIES: entities.run,
+}
+
+
+class Observer(Protocol):
+    """Told what happens, to show it; the engine never imports Rich."""
+
+    def started(self, run: Run, counts: Counts) -> None: ...
+    def discovered(self, total: int) -> None: ...
+    def step_done(self, work: Work, detail: str, finished: DocStatus | None) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    status: RunStatus
+    counts: Counts
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class _Finished:
+    work: Work
+    result: StepResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Partial:
+    work: Work
+    index: int
+    output: Any
+    calls: Sequence[CallRecord]
+    done: threading.Event
+
+
+class Engine:
+    def __init__(
+        self, store: Store, settings: Settings, provider: Provider, observer: Observer
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.provider = provider
+        self.observer = observer
+        self.parsers = ParserPool()
+        self.draining = threading.Event()
+        self._results: queue.Queue[_Finished | _Partial] = queue.Queue()
+        self._tasks: queue.Queue[Work] = queue.Queue()
+        self._inflight: dict[int, Work] = {}
+
+    # -- public -------------------------------------------------------------
+
+    def process(self, run: Run) -> Outcome:
+        """Own the run, finish discovery, process every document; release the run."""
+        owner = self.store.acquire(run.id, self.settings.lease_ttl)
+        halted: str | None = None
+        try:
+            self.observer.started(run, self.store.counts(run.id))
+            if not run.discovered:
+                self._discover(run, owner)
+            if not self.draining.is_set():
+                self._loop(run, owner)
+        except HaltError as exc:
+            halted = exc.message
+            raise
+        finally:
+            status = self._stop(run, owner, halted)
+        counts = self.store.counts(run.id)
+        if status != RunStatus.DONE:
+            code = ExitCode.NOT_FINISHED
+        else:
+            code = ExitCode.FAILED_DOCUMENTS if counts.failed else ExitCode.OK
+        return Outcome(run.id, status, counts, code)
+
+    def drain(self) -> None:
+        """Stop claiming work; let what is in flight finish within the grace."""
+        self.draining.set()
+
+    # -- discovery -------------------------------------------------------------
+
+    def _discover(self, run: Run, owner: Owner) -> None:
+        found = discovery.discover(
+            run.inputs,
+            Path(run.settings["cwd"]),
+            include=run.settings.get("include", []),
+            exclude=run.settings.get("exclude", []),
+            ignore=[self.store.path, self.store.files],
+        )
+        batch = []
+        last_beat = time.monotonic()
+        for doc in found:
+            batch.append(doc)
+            if len(batch) >= DISCOVERY_BATCH:
+                self.store.add_documents(run.id, batch)
+                batch = []
+                last_beat = self._beat(run, owner, last_beat)
+                if self.draining.is_set():
+                    return
+        self.store.add_documents(run.id, batch)
+        self.store.finish_discovery(run.id)
+        self.observer.discovered(self.store.counts(run.id).total)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _loop(self, run: Run, owner: Owner) -> None:
+        context = StepContext(
+            self.settings, self.provider, self.store.artifacts, self.parsers, _unbound
+        )
+        for _ in range(self.settings.concurrency):
+            threading.Thread(target=self._work, args=(context,), daemon=True).start()
+        last_beat = time.monotonic()
+        while not self.draining.is_set():
+            self._claim(run, owner)
+            if not self._inflight:
+                return
+            self._collect(owner)
+            last_beat = self._beat(run, owner, last_beat)
+
+    def _claim(self, run: Run, owner: Owner) -> None:
+        free = self.settings.concurrency - len(self._inflight)
+        if free <= 0:
+            return
+        docs = self.store.pending_documents(run.id, free)
+        for work in self.store.start_steps(owner, docs) if docs else []:
+            self._submit(work)
+
+    def _submit(self, work: Work) -> None:
+        self._inflight[work.document.id] = work
+        self._tasks.put(work)
+
+    def _collect(self, owner: Owner) -> None:
+        try:
+            message = self._results.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(owner, message)
+            try:
+                message = self._results.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, owner: Owner, message: _Finished | _Partial) -> None:
+        work = message.work
+        if self._inflight.get(work.document.id) is not work:
+            return  # abandoned at the end of a drain; its step runs again on resume
+        if isinstance(message, _Partial):
+            self.store.save_partial(owner, work, message.index, message.output, message.calls)
+            message.done.set()
+            return
+        del self._inflight[work.document.id]
+        if message.result is not None:
+            following = self.store.complete_step(
+                owner, work, message.result, claim_next=not self.draining.is_set()
+            )
+            last = work.step.next() is None
+            self.observer.step_done(work, "", DocStatus.DONE if last else None)
+            if following is not None:
+                self._submit(following)
+        else:
+            assert message.error is not None
+            self._fail(owner, work, message.error)
+
+    def _fail(self, owner: Owner, work: Work, error: BaseException) -> None:
+        if isinstance(error, HaltError | NotFinished):
+            self.store.abandon(owner, [work], str(error))
+            raise error
+        failure = _failure(error, work.attempt, self.settings.max_attempts)
+        self.store.fail_step(owner, work, failure)
+        finished = None
+        if failure.terminal:
+            finished = DocStatus.SKIPPED if failure.skipped else DocStatus.FAILED
+        self.observer.step_done(work, f"{failure.reason}: {failure.message}", finished)
+
+    def _beat(self, run: Run, owner: Owner, last: float) -> float:
+        if time.monotonic() - last < self.settings.lease_ttl / 3:
+            return last
+        self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
+        return time.monotonic()
+
+    # -- workers (never touch the store) ---------------------------------------------
+
+    def _work(self, context: StepContext) -> None:
+        while True:
+            work = self._tasks.get()
+            own = replace(context, checkpoint=functools.partial(self._checkpoint, work))
+            try:
+                result = STEPS[work.step](work, own)
+            except BaseException as exc:
+                self._results.put(_Finished(work, error=exc))
+            else:
+                self._results.put(_Finished(work, result=result))
+
+    def _checkpoint(
+        self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]
+    ) -> None:
+        done = threading.Event()
+        self._results.put(_Partial(work, index, output, calls, done))
+        while not done.wait(POLL_SECONDS):
+            if self._inflight.get(work.document.id) is not work:
+                raise HaltError("the step was abandoned")
+
+    # -- stopping -----------------------------------------------------------------
+
+    def _stop(self, run: Run, owner: Owner, halted: str | None) -> RunStatus:
+        """Wait out the grace for in-flight steps, abandon the rest, release the run."""
+        deadline = time.monotonic() + self.settings.grace
+        with contextlib.suppress(HaltError, NotFinished):
+            while self._inflight and time.monotonic() < deadline:
+                self._collect(owner)
+        self.parsers.close()
+        if self._inflight:
+            self.store.abandon(owner, list(self._inflight.values()), "shutdown")
+            self._inflight.clear()
+        finished = self.store.get_run(run.id).discovered and not self.store.counts(run.id).unfinished
+        if halted is not None:
+            status, outcome = RunStatus.HALTED, f"halted: {halted}"
+        elif finished:
+            status, outcome = RunStatus.DONE, "finished"
+        else:
+            status, outcome = RunStatus.INTERRUPTED, "interrupted"
+        self.store.release(run.id, owner, status, outcome)
+        return status
+
+
+def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:
+    raise AssertionError("each worker binds the checkpoint to its own work")
+
+
+def _failure(error: BaseException, attempt: int, max_attempts: int) -> StepFailure:
+    if isinstance(error, DocumentError):
+        return StepFailure(
+            type(error).__name__, error.message, str(error.reason), True, error.skipped
+        )
+    message = f"{type(error).__name__}: {error}"
+    terminal = attempt >= max_attempts
+    if terminal:
+        message += f" (gave up after {attempt} attempts)"
+    return StepFailure(type(error).__name__, message, Reason.ERROR, terminal)
+
+
+@contextlib.contextmanager
+def drain_on_signals(engine: Engine, on_second: Callable[[], None]) -> Iterator[None]:
+    """First SIGINT/SIGTERM drains; a second one calls ``on_second`` and exits at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if engine.draining.is_set():
+            on_second()
+            engine.parsers.close()
+            os._exit(ExitCode.NOT_FINISHED)
+        name = signal.Signals(signum).name
+        engine.observer.note(
+            f"{name}: finishing in-flight steps (up to {engine.settings.grace:g}s); "
+            "send it again to stop at once"
+        )
+        engine.drain()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def process_run(store: Store, run: Run, settings: Settings, observer: Observer) -> Outcome:
+    """Process a run to its end, or until a signal drains it."""
+    from durabatch.models import make_provider
+
+    engine = Engine(store, settings, make_provider(settings), observer)
+
+    def second_signal() -> None:
+        observer.note("second signal: stopping now; resume picks up from the last commit")
+
+    with drain_on_signals(engine, second_signal):
+        return engine.process(run)

@@ -1,0 +1,88 @@
+"""Every error durabatch raises on purpose, and the exit code each one means.
+
+    DurabatchError                 base; carries ``exit_code`` and a message
+    +-- UsageError                 bad flag, missing path, unknown run id (2)
+    +-- HaltError                  would fail every document: fix, then resume (3)
+    |   +-- StoreError             the database cannot be opened or written
+    +-- NotFinished                resume later (75)
+    |   +-- RunOwnedError          another live process owns the run
+    +-- DocumentError              one document cannot be processed; the run goes on
+        +-- DocumentSkipped        ... and that is expected (skipped, not failed)
+
+A ``DocumentError`` never reaches the user as an exit code: the engine turns it
+into a per-document ``failed`` or ``skipped`` state with ``reason``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ExitCode:
+    OK = 0
+    FAILED_DOCUMENTS = 1
+    USAGE = 2
+    HALTED = 3
+    NOT_FINISHED = 75
+
+
+class Reason(StrEnum):
+    """Why a document ended ``failed`` or ``skipped``; stable strings for scripts."""
+
+    ENCRYPTED = "encrypted"
+    NO_TEXT_LAYER = "no_text_layer"
+    MALFORMED = "malformed"
+    EMPTY = "empty"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
+    MISSING = "missing"
+    ERROR = "error"
+
+
+class DurabatchError(Exception):
+    exit_code = ExitCode.HALTED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(DurabatchError):
+    exit_code = ExitCode.USAGE
+
+
+class HaltError(DurabatchError):
+    exit_code = ExitCode.HALTED
+
+
+class StoreError(HaltError):
+    pass
+
+
+class NotFinished(DurabatchError):
+    exit_code = ExitCode.NOT_FINISHED
+
+
+class RunOwnedError(NotFinished):
+    def __init__(self, run_id: str, host: str, pid: int, since: str) -> None:
+        self.run_id, self.host, self.pid, self.since = run_id, host, pid, since
+        super().__init__(
+            f"run {run_id} is being processed by pid {pid} on {host} since {since}; "
+            "wait for it to finish, or stop that process and resume"
+        )
+
+
+class DocumentError(Exception):
+    """One document cannot go on; ``reason`` is a ``Reason`` value."""
+
+    skipped = False
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class DocumentSkipped(DocumentError):
+    skipped = True

@@ -1,0 +1,152 @@
+"""Rebuild a run's state from its events alone.
+
+Each event type is one small function that changes a plain-dict state, the
+same change its transaction made to the tables. ``durabatch verify`` replays
+the events and compares the result with the tables, field by field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from durabatch.store.records import DocStatus, Event, RunStatus, Step, StepStatus
+
+COST_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
+
+
+@dataclass
+class State:
+    run: dict[str, Any] = field(default_factory=dict)
+    documents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    partials: dict[tuple[int, str, int], Any] = field(default_factory=dict)
+
+
+def replay(events: Iterable[Event]) -> State:
+    state = State()
+    for event in events:
+        handler = _HANDLERS.get(event.type)
+        if handler is None:
+            raise ValueError(f"event {event.seq} has unknown type {event.type!r}")
+        handler(state, event)
+    return state
+
+
+def _run_created(state: State, event: Event) -> None:
+    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False)
+
+
+def _discovered(state: State, event: Event) -> None:
+    assert event.doc_id is not None
+    state.documents[event.doc_id] = {
+        "path": event.data["path"],
+        "status": DocStatus.PENDING,
+        "step": Step.EXTRACT,
+        "reason": None,
+        "error": None,
+        "sha256": None,
+    }
+
+
+def _discovery_finished(state: State, event: Event) -> None:
+    state.run["discovered"] = True
+
+
+def _session_started(state: State, event: Event) -> None:
+    state.run["status"] = RunStatus.RUNNING
+
+
+def _session_lost(state: State, event: Event) -> None:
+    state.run["interruptions"] += 1
+
+
+def _session_ended(state: State, event: Event) -> None:
+    state.run["status"] = event.data["status"]
+    state.run["interruptions"] += int(event.data["interrupted"])
+
+
+def _step(state: State, event: Event) -> dict[str, Any]:
+    assert event.doc_id is not None and event.step is not None
+    key = (event.doc_id, event.step)
+    if key not in state.steps:
+        state.steps[key] = {"status": None, "attempts": 0, "output": None, "artifact": None,
+                            "input_tokens": 0, "output_tokens": 0, "cost_usd": None,
+                            "unpriced_calls": 0}  # fmt: skip
+    return state.steps[key]
+
+
+def _add_cost(step: dict[str, Any], data: dict[str, Any]) -> None:
+    step["input_tokens"] += data["input_tokens"]
+    step["output_tokens"] += data["output_tokens"]
+    step["cost_usd"] = (step["cost_usd"] or 0) + data["cost_usd"]
+    step["unpriced_calls"] += data["unpriced_calls"]
+
+
+def _doc(state: State, event: Event) -> dict[str, Any]:
+    assert event.doc_id is not None
+    return state.documents[event.doc_id]
+
+
+def _step_started(state: State, event: Event) -> None:
+    step = _step(state, event)
+    step.update(status=StepStatus.RUNNING, attempts=event.data["attempt"])
+    _doc(state, event).update(status=DocStatus.RUNNING, step=event.step)
+
+
+def _partial_saved(state: State, event: Event) -> None:
+    assert event.doc_id is not None and event.step is not None
+    state.partials[(event.doc_id, event.step, event.data["index"])] = event.data["output"]
+    _add_cost(_step(state, event), event.data)
+
+
+def _step_completed(state: State, event: Event) -> None:
+    step = _step(state, event)
+    _add_cost(step, event.data)
+    step.update(
+        status=StepStatus.DONE, output=event.data["output"], artifact=event.data["artifact"]
+    )
+    doc = _doc(state, event)
+    if event.data["sha256"] is not None:
+        doc["sha256"] = event.data["sha256"]
+    following = Step(str(event.step)).next()
+    if following is not None:
+        doc.update(status=DocStatus.PENDING, step=following)
+
+
+def _step_failed(state: State, event: Event) -> None:
+    step = _step(state, event)
+    _add_cost(step, event.data)
+    step["status"] = StepStatus.FAILED
+    if not event.data["terminal"]:
+        _doc(state, event)["status"] = DocStatus.PENDING
+
+
+def _step_abandoned(state: State, event: Event) -> None:
+    _step(state, event)["status"] = StepStatus.ABANDONED
+    _doc(state, event)["status"] = DocStatus.PENDING
+
+
+def _document_finished(state: State, event: Event) -> None:
+    doc = _doc(state, event)
+    status = event.data["status"]
+    doc.update(status=status, reason=event.data["reason"], error=event.data["error"])
+    if status == DocStatus.DONE:
+        doc["step"] = None
+
+
+_HANDLERS: dict[str, Callable[[State, Event], None]] = {
+    "run_created": _run_created,
+    "document_discovered": _discovered,
+    "discovery_finished": _discovery_finished,
+    "session_started": _session_started,
+    "session_lost": _session_lost,
+    "session_ended": _session_ended,
+    "step_started": _step_started,
+    "partial_saved": _partial_saved,
+    "step_completed": _step_completed,
+    "step_failed": _step_failed,
+    "step_abandoned": _step_abandoned,
+    "document_finished": _document_finished,
+}

@@ -1,0 +1,140 @@
+"""Text extraction: one document's bytes in, its visible text out.
+
+``extract_text`` is the whole interface. It decides the kind of a file from
+its extension (and the ``%PDF-`` magic), checks the size with ``stat`` before
+reading anything, reads the bytes once (they are what ``sha256`` describes),
+and hands them to the extractor for that kind. Every way a document can fail
+becomes a ``DocumentSkipped`` (expected: not a document we handle) or a
+``DocumentError`` (the user can act on it) with a ``Reason`` and a message that
+says what to do next. The engine runs this in a worker process with a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from durabatch.errors import DocumentError, DocumentSkipped, Reason
+from durabatch.formats.docx import extract_docx
+from durabatch.formats.html import extract_html
+from durabatch.formats.markdown import extract_markdown
+from durabatch.formats.pdf import extract_pdf
+from durabatch.formats.text import extract_plain
+
+__all__ = ["SUFFIXES", "Extracted", "extract_text"]
+
+SUFFIXES: dict[str, str] = {
+    ".pdf": "pdf",
+    ".txt": "text",
+    ".text": "text",
+    ".log": "text",
+    ".rst": "text",
+    ".csv": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".docx": "docx",
+}
+_TEXT_EXTRACTORS: dict[str, Callable[[bytes], str]] = {
+    "text": extract_plain,
+    "markdown": extract_markdown,
+    "html": extract_html,
+    "docx": extract_docx,
+}
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str  # visible text, whitespace normalised, paragraphs separated by blank lines
+    sha256: str  # hex sha256 of the exact bytes read
+    kind: str  # "pdf" | "text" | "markdown" | "html" | "docx"
+    pages: int | None  # PDF page count, else None
+
+
+def extract_text(path: pathlib.Path, *, max_bytes: int) -> Extracted:
+    """Read ``path`` and return its text, or raise ``DocumentError``/``DocumentSkipped``."""
+    size = _size(path)
+    kind = _kind(path)
+    if size > max_bytes:
+        raise _too_large(size, max_bytes)
+    if size == 0:
+        raise DocumentSkipped(Reason.EMPTY, "file is empty (0 bytes); nothing to process")
+    data = _read(path, max_bytes)
+    text, pages = _extract(kind, data)
+    return Extracted(text, hashlib.sha256(data).hexdigest(), kind, pages)
+
+
+def _size(path: pathlib.Path) -> int:
+    try:
+        info = path.stat()
+    except FileNotFoundError as exc:
+        raise _missing(path, "it does not exist (moved or deleted?)") from exc
+    except OSError as exc:
+        raise _missing(path, f"it cannot be examined ({exc.strerror})") from exc
+    if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would block the read
+        raise _missing(path, "it is not a regular file")
+    return info.st_size
+
+
+def _kind(path: pathlib.Path) -> str:
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and _starts_like_pdf(path):
+        kind = "pdf"
+    if kind is None:
+        supported = " ".join(sorted(SUFFIXES))
+        raise DocumentSkipped(
+            Reason.UNSUPPORTED_TYPE,
+            f"'{path.suffix or path.name}' files are not supported (supported: {supported}); "
+            "convert it to one of these to include it",
+        )
+    return kind
+
+
+def _starts_like_pdf(path: pathlib.Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(1024).lstrip().startswith(b"%PDF-")
+    except OSError as exc:
+        raise _missing(path, f"it cannot be read ({exc.strerror})") from exc
+
+
+def _read(path: pathlib.Path, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+            size = os.fstat(file.fileno()).st_size
+    except OSError as exc:
+        raise _missing(path, f"it cannot be read ({exc.strerror})") from exc
+    if len(data) > max_bytes:  # it grew between stat and read
+        raise _too_large(size, max_bytes)
+    return data
+
+
+def _extract(kind: str, data: bytes) -> tuple[str, int | None]:
+    if kind == "pdf":
+        return extract_pdf(data)
+    text = _TEXT_EXTRACTORS[kind](data)
+    if not text:
+        raise DocumentSkipped(Reason.EMPTY, f"{kind} file has no visible text; nothing to process")
+    return text, None
+
+
+def _too_large(size: int, max_bytes: int) -> DocumentSkipped:
+    return DocumentSkipped(
+        Reason.TOO_LARGE,
+        f"file is {size:,} bytes, over the {max_bytes:,}-byte limit; split it, "
+        "or raise the size limit and add it to a new run",
+    )
+
+
+def _missing(path: pathlib.Path, why: str) -> DocumentError:
+    return DocumentError(
+        Reason.MISSING,
+        f"{path} cannot be processed: {why}; restore it or remove it from the inputs",
+    )

@@ -1,0 +1,131 @@
+"""PDF documents through pypdf.
+
+pypdf is lenient (``strict=False``) and reports what it repaired through the
+``pypdf`` logger. While a PDF is parsed those records are captured instead of
+printed, and any Python warning is silenced, so a damaged file costs one
+``malformed`` state, never noise on stderr or a warning turned into an error.
+Anything pypdf raises on untrusted bytes means the file is damaged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import unicodedata
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pypdf import PasswordType, PdfReader
+from pypdf.errors import DependencyError
+
+from durabatch.errors import DocumentError, Reason
+from durabatch.formats.text import normalize
+
+_REPAIR_HINT = "repair it (qpdf in.pdf out.pdf, or print it to a new PDF) and add it to a new run"
+
+
+class _Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def extract_pdf(data: bytes) -> tuple[str, int]:
+    """Text and page count of a PDF; ``DocumentError`` if there is no text to get."""
+    if b"%PDF-" not in data[:1024]:
+        raise DocumentError(
+            Reason.MALFORMED,
+            "file is named .pdf but is not a PDF (no %PDF- header; perhaps a saved web page "
+            "or a renamed file); get the real document and add it to a new run",
+        )
+    with _quiet_pypdf() as log:
+        try:
+            pages = _read_pages(data)
+        except DocumentError:
+            raise
+        except Exception as exc:  # pypdf raises far more than PyPdfError on bad input
+            raise _malformed(_describe(exc, log.messages)) from exc
+    if not pages:
+        raise _malformed("it has no pages")
+    text = normalize("\n\n".join(pages))
+    if not text:
+        raise _no_text_layer(len(pages))
+    return text, len(pages)
+
+
+def _read_pages(data: bytes) -> list[str]:
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        _unlock(reader)
+    # Ligatures (U+FB00-FB06) are common in typeset PDFs; NFKC spells them out.
+    return [_unligature(page.extract_text()) for page in reader.pages]
+
+
+def _unlock(reader: PdfReader) -> None:
+    """Open a PDF whose user password is empty, as many 'protected' PDFs are."""
+    try:
+        if reader.decrypt("") != PasswordType.NOT_DECRYPTED:
+            return
+    except DependencyError as exc:
+        raise DocumentError(
+            Reason.ENCRYPTED,
+            "PDF is AES-encrypted and the 'cryptography' package is not installed; "
+            "install it (pip install cryptography) or decrypt the file "
+            "(qpdf --decrypt in.pdf out.pdf) and add it to a new run",
+        ) from exc
+    except NotImplementedError as exc:
+        raise DocumentError(
+            Reason.ENCRYPTED,
+            f"PDF uses an encryption method that cannot be opened here ({exc}); decrypt it "
+            "(qpdf --decrypt in.pdf out.pdf) and add the decrypted file to a new run",
+        ) from exc
+    raise DocumentError(
+        Reason.ENCRYPTED,
+        "PDF is password-protected; decrypt it (qpdf --decrypt --password=... in.pdf "
+        "out.pdf) and add the decrypted file to a new run",
+    )
+
+
+def _unligature(text: str) -> str:
+    return "".join(
+        unicodedata.normalize("NFKC", c) if "\ufb00" <= c <= "\ufb06" else c for c in text
+    )
+
+
+@contextmanager
+def _quiet_pypdf() -> Iterator[_Captured]:
+    logger = logging.getLogger("pypdf")
+    handler = _Captured()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _describe(exc: Exception, logged: list[str]) -> str:
+    detail = str(exc) or type(exc).__name__
+    if logged and logged[0] not in detail:
+        detail = f"{detail}; {logged[0]}"
+    return f"it is corrupt or truncated ({detail})"
+
+
+def _malformed(why: str) -> DocumentError:
+    return DocumentError(Reason.MALFORMED, f"PDF cannot be read: {why}; {_REPAIR_HINT}")
+
+
+def _no_text_layer(pages: int) -> DocumentError:
+    return DocumentError(
+        Reason.NO_TEXT_LAYER,
+        f"PDF has {pages} page(s) but no text layer (probably scanned images); it needs OCR: "
+        "run ocrmypdf in.pdf out.pdf and add the OCR'd file to a new run",
+    )

@@ -1,0 +1,161 @@
+"""How runs look to people: Rich on a terminal, plain timestamped lines under cron.
+
+Results go to stdout; progress, notes and errors to stderr. Rich honours
+``NO_COLOR`` by itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from durabatch.clock import now_iso
+from durabatch.store.records import Counts, DocStatus, Run, Step, Work
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class PlainObserver:
+    """One timestamped line per event that matters, with the run id: grep-able cron logs."""
+
+    def __init__(self, run_id: str, out: TextIO | None = None) -> None:
+        self.run_id = run_id
+        self.out = out or sys.stderr
+
+    def _line(self, text: str) -> None:
+        print(f"{now_iso()} run={self.run_id} {text}", file=self.out, flush=True)
+
+    def started(self, run: Run, counts: Counts) -> None:
+        left = counts.unfinished if run.discovered else "?"
+        self._line(f"started: {counts.total} documents known, {left} to do")
+
+    def discovered(self, total: int) -> None:
+        self._line(f"discovered {total} documents")
+
+    def step_done(self, work: Work, detail: str, finished: DocStatus | None) -> None:
+        if finished is not None:
+            tail = f" ({detail})" if detail else ""
+            self._line(f"{finished.value} {work.document.path}{tail}")
+        elif detail:
+            self._line(f"retrying {work.step} of {work.document.path}: {detail}")
+
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def close(self) -> None:
+        return None
+
+
+class RichObserver:
+    """A progress bar over documents, with failures printed above it as they happen."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("documents", total=None, failed=0)
+        self.failed = 0
+
+    def started(self, run: Run, counts: Counts) -> None:
+        done = counts.done + counts.failed + counts.skipped
+        self.failed = counts.failed
+        total = counts.total if run.discovered else None
+        self.progress.update(self.task, total=total, completed=done, failed=self.failed)
+        self.progress.start()
+
+    def discovered(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def step_done(self, work: Work, detail: str, finished: DocStatus | None) -> None:
+        if finished is None:
+            return
+        if finished != DocStatus.DONE:
+            self.failed += finished == DocStatus.FAILED
+            colour = "red" if finished == DocStatus.FAILED else "yellow"
+            self.console.print(
+                f"[{colour}]{finished.value}[/] {work.document.path}: {detail}", markup=True
+            )
+        self.progress.update(self.task, advance=1, failed=self.failed)
+
+    def note(self, message: str) -> None:
+        self.console.print(message, markup=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def run_table(runs: list[dict[str, Any]]) -> Table:
+    table = Table(title="durabatch runs")
+    for name in ("run", "status", "docs", "done", "failed", "skipped", "left", "cost",
+                 "interruptions", "created"):  # fmt: skip
+        table.add_column(name)
+    for run in runs:
+        docs = run["documents"]
+        table.add_row(
+            run["run_id"], run["status"], str(docs["total"]), str(docs["done"]),
+            str(docs["failed"]), str(docs["skipped"]), str(docs["pending"] + docs["running"]),
+            dollars(run["cost"]["total_usd"]), str(run["interruptions"]), run["created_at"],
+        )  # fmt: skip
+    return table
+
+
+def run_detail(summary: dict[str, Any]) -> list[Any]:
+    """The renderables that describe one run: counts, steps, cost, failures."""
+    docs = summary["documents"]
+    head = Table(title=f"run {summary['run_id']}: {summary['status']}", show_header=False)
+    head.add_column("what")
+    head.add_column("value")
+    for name in ("total", "done", "failed", "skipped", "pending", "running"):
+        head.add_row(f"documents {name}", str(docs[name]))
+    head.add_row("interruptions survived", str(summary["interruptions"]))
+    head.add_row("cost", dollars(summary["cost"]["total_usd"]))
+    owner = summary["owner"]
+    if owner:
+        head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
+    parts: list[Any] = [head, _steps_table(summary["steps"])]
+    if summary["failures"]:
+        parts.append(failures_table(summary["failures"]))
+    return parts
+
+
+def _steps_table(by_step: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="steps")
+    table.add_column("step")
+    for name in ("done", "failed", "running", "abandoned"):
+        table.add_column(name)
+    for step in Step:
+        counts = by_step.get(step.value, {})
+        table.add_row(step.value, *(str(counts.get(n, 0)) for n in
+                                    ("done", "failed", "running", "abandoned")))  # fmt: skip
+    return table
+
+
+def failures_table(failures: list[dict[str, Any]]) -> Table:
+    table = Table(title="documents that did not finish")
+    for name in ("path", "status", "step", "reason", "what to do"):
+        table.add_column(name, overflow="fold")
+    for row in failures:
+        table.add_row(row["path"], row["status"], row["step"] or "", row["reason"],
+                      row["error"] or "")  # fmt: skip
+    return table
+
+
+def dollars(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"

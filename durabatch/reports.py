@@ -1,0 +1,120 @@
+"""What a user reads back: run status, cost summary and exported results, as plain data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import IO, Any
+
+from durabatch.store import Store
+from durabatch.store.records import Document, Run, Step, StepState
+
+MAX_FAILURES_LISTED = 100
+EXPORT_FIELDS = ("path", "sha256", "status", "reason", "error", "summary", "entities",
+                 "cost_usd", "input_tokens", "output_tokens")  # fmt: skip
+
+
+def cost_summary(store: Store, run_id: str) -> dict[str, Any]:
+    """Dollars by model; a total is only given when every call had a known price."""
+    by_model = {}
+    known = 0.0
+    unpriced = 0
+    for row in store.cost_by_model(run_id):
+        by_model[row["model"]] = row
+        known += row["cost_usd"] or 0.0
+        unpriced += row["unpriced_calls"]
+    return {
+        "total_usd": None if unpriced else known,
+        "known_usd": known,
+        "unpriced_calls": unpriced,
+        "by_model": by_model,
+    }
+
+
+def run_summary(store: Store, run: Run) -> dict[str, Any]:
+    counts = store.counts(run.id)
+    owner = store.owner_of(run.id)
+    return {
+        "run_id": run.id,
+        "status": run.status.value,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "inputs": run.inputs,
+        "settings": run.settings,
+        "documents": {
+            "total": counts.total,
+            "done": counts.done,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "pending": counts.pending,
+            "running": counts.running,
+        },
+        "steps": counts.by_step,
+        "cost": cost_summary(store, run.id),
+        "interruptions": run.interruptions,
+        "owner": asdict(owner) if owner else None,
+        "sessions": [asdict(s) for s in store.sessions(run.id)],
+        "failures": _failures(store, run.id),
+    }
+
+
+def _failures(store: Store, run_id: str) -> list[dict[str, Any]]:
+    listed = []
+    for doc in store.documents(run_id):
+        if doc.reason is not None:
+            listed.append({"path": doc.path, "status": doc.status.value, "step": doc.step,
+                           "reason": doc.reason, "error": doc.error})  # fmt: skip
+            if len(listed) >= MAX_FAILURES_LISTED:
+                break
+    return listed
+
+
+def export_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
+    """One row per document, streamed in discovery order."""
+    steps = store.step_states(run_id)
+    pending_step: StepState | None = next(steps, None)
+    for doc in store.documents(run_id):
+        mine: dict[Step, StepState] = {}
+        while pending_step is not None and pending_step.doc_id == doc.id:
+            mine[pending_step.step] = pending_step
+            pending_step = next(steps, None)
+        yield _row(doc, mine)
+
+
+def _row(doc: Document, steps: dict[Step, StepState]) -> dict[str, Any]:
+    summary = steps.get(Step.SUMMARIZE)
+    found = steps.get(Step.ENTITIES)
+    priced = all(s.unpriced_calls == 0 for s in steps.values())
+    return {
+        "path": doc.path,
+        "sha256": doc.sha256,
+        "status": doc.status.value,
+        "reason": doc.reason,
+        "error": doc.error,
+        "summary": summary.output if summary and summary.status == "done" else None,
+        "entities": found.output if found and found.status == "done" else [],
+        "cost_usd": sum(s.cost_usd or 0.0 for s in steps.values()) if priced else None,
+        "input_tokens": sum(s.input_tokens for s in steps.values()),
+        "output_tokens": sum(s.output_tokens for s in steps.values()),
+    }
+
+
+def write_jsonl(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
+    count = 0
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        entities = "; ".join(f"{e['text']} ({e['type']})" for e in row["entities"])
+        writer.writerow({**row, "entities": entities})
+        count += 1
+    return count

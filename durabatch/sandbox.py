@@ -1,0 +1,145 @@
+"""Parsing in worker processes that can be abandoned.
+
+A pathological PDF can spin pypdf for minutes, and a thread cannot be
+stopped. So every file is parsed in a long-lived worker process; the caller
+waits at most the per-document deadline, and a worker that overstays is
+killed and replaced. The same kill ends parsing at once during a drain.
+Workers ignore SIGINT and SIGTERM (the parent drains, then kills them) and
+exit by themselves if the parent disappears.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from durabatch.errors import DocumentError, DocumentSkipped, Reason
+from durabatch.formats import Extracted, extract_text
+
+PARENT_CHECK_SECONDS = 1.0
+_spawn = multiprocessing.get_context("spawn")
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.conn, child = _spawn.Pipe()
+        self.process: BaseProcess = _spawn.Process(
+            target=_serve, args=(child, os.getpid()), daemon=True, name="durabatch-parser"
+        )
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class ParserPool:
+    """Hands each extraction to an idle worker process, under a deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._closed = False
+
+    def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
+        worker = self._checkout()
+        try:
+            worker.conn.send((str(path), max_bytes))
+            if not worker.conn.poll(timeout):
+                raise DocumentError(
+                    Reason.TIMEOUT,
+                    f"parsing took longer than {timeout:g}s and was stopped; the file may be "
+                    "pathological - raise --extract-timeout if it is just large",
+                )
+            reply = worker.conn.recv()
+        except (EOFError, OSError) as exc:
+            self._discard(worker)
+            code = worker.process.exitcode
+            raise DocumentError(
+                Reason.MALFORMED, f"the parser process died on this file (exit code {code})"
+            ) from exc
+        except BaseException:
+            self._discard(worker)
+            raise
+        self._checkin(worker)
+        return _unpack(reply)
+
+    def close(self) -> None:
+        """Kill every worker, busy or idle: used at exit and when a drain's grace ends."""
+        with self._lock:
+            self._closed = True
+            workers, self._all, self._idle = list(self._all), set(), []
+        for worker in workers:
+            worker.kill()
+
+    def _checkout(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise DocumentError(Reason.ERROR, "the run is shutting down")
+            if self._idle:
+                return self._idle.pop()
+        worker = _Worker()
+        with self._lock:
+            self._all.add(worker)
+        return worker
+
+    def _checkin(self, worker: _Worker) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(worker)
+                return
+        worker.kill()
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+        worker.kill()
+
+
+def _unpack(reply: tuple[str, object, object, object]) -> Extracted:
+    kind, first, second, third = reply
+    if kind == "ok":
+        assert isinstance(first, Extracted)
+        return first
+    if kind == "error":
+        error_type = DocumentSkipped if third else DocumentError
+        raise error_type(Reason(str(first)), str(second))
+    raise DocumentError(Reason.MALFORMED, f"the parser failed on this file: {first}")
+
+
+def _serve(conn: Connection, parent_pid: int) -> None:
+    """Worker process main loop: parse what the parent sends, until it goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    while True:
+        try:
+            path, max_bytes = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(_parse(Path(path), max_bytes))
+
+
+def _parse(path: Path, max_bytes: int) -> tuple[str, object, object, object]:
+    try:
+        return ("ok", extract_text(path, max_bytes=max_bytes), None, None)
+    except DocumentError as exc:
+        return ("error", str(exc.reason), exc.message, exc.skipped)
+    except Exception as exc:  # a parser bug must not kill the worker
+        return ("crash", f"{type(exc).__name__}: {exc}", None, None)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)

@@ -1,0 +1,24 @@
+"""What a step gets to do its work: a model, the artifacts, the parsers, a checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durabatch.artifacts import ArtifactStore
+from durabatch.config import Settings
+from durabatch.models.base import CallRecord, Provider
+from durabatch.sandbox import ParserPool
+
+# save_partial(index, output, calls): commits one chunk's result before the next call
+Checkpoint = Callable[[int, Any, Sequence[CallRecord]], None]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    settings: Settings
+    provider: Provider
+    artifacts: ArtifactStore
+    parsers: ParserPool
+    checkpoint: Checkpoint

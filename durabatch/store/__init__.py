@@ -1,0 +1,20 @@
+"""The durable state of runs: one interface, SQLite today, PostgreSQL later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from durabatch.errors import UsageError
+from durabatch.pricing import PriceTable
+from durabatch.store.sqlite import SQLiteStore
+
+Store = SQLiteStore
+
+
+def open_store(db: str, prices: PriceTable, *, create: bool = True) -> Store:
+    """Open the store named by ``--db``: a file path today."""
+    if "://" in db:
+        raise UsageError(
+            f"--db {db.split('://')[0]}://... is not supported yet; use a SQLite file path"
+        )
+    return SQLiteStore(Path(db), prices, create=create)

@@ -1,0 +1,108 @@
+"""Rows to records, and the read-only aggregate queries of the SQLite store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from durabatch.store.records import (
+    Counts,
+    DocStatus,
+    Document,
+    Event,
+    Owner,
+    Run,
+    RunStatus,
+    Step,
+    StepState,
+    StepStatus,
+)
+
+
+def run_from_row(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"],
+        status=RunStatus(row["status"]),
+        settings=json.loads(row["settings"]),
+        inputs=json.loads(row["inputs"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        interruptions=row["interruptions"],
+        discovered=bool(row["discovered"]),
+    )
+
+
+def owner_from_row(row: sqlite3.Row) -> Owner:
+    return Owner(row["lease_session"], row["lease_host"], row["lease_pid"], row["lease_since"])
+
+
+def document_from_row(row: sqlite3.Row) -> Document:
+    return Document(
+        id=row["id"],
+        run_id=row["run_id"],
+        seq=row["seq"],
+        path=row["path"],
+        source=row["source"],
+        size=row["size"],
+        sha256=row["sha256"],
+        status=DocStatus(row["status"]),
+        step=Step(row["step"]) if row["step"] else None,
+        reason=row["reason"],
+        error=row["error"],
+    )
+
+
+def step_from_row(row: sqlite3.Row) -> StepState:
+    return StepState(
+        doc_id=row["doc_id"],
+        step=Step(row["step"]),
+        status=StepStatus(row["status"]),
+        attempts=row["attempts"],
+        output=json.loads(row["output"]) if row["output"] is not None else None,
+        artifact=row["artifact"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        unpriced_calls=row["unpriced_calls"],
+        completed_at=row["completed_at"],
+    )
+
+
+def event_from_row(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        at=row["at"],
+        type=row["type"],
+        doc_id=row["doc_id"],
+        step=row["step"],
+        data=json.loads(row["data"]),
+    )
+
+
+def counts(conn: sqlite3.Connection, run_id: str) -> Counts:
+    result = Counts()
+    for status, n in conn.execute(
+        "SELECT status, COUNT(*) FROM documents WHERE run_id = ? GROUP BY status", (run_id,)
+    ):
+        setattr(result, status, n)
+        result.total += n
+    for step, status, n in conn.execute(
+        "SELECT s.step, s.status, COUNT(*) FROM steps s JOIN documents d ON d.id = s.doc_id"
+        " WHERE d.run_id = ? GROUP BY s.step, s.status",
+        (run_id,),
+    ):
+        result.by_step.setdefault(step, {})[status] = n
+    return result
+
+
+def cost_by_model(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT provider, model, COUNT(*) AS calls, SUM(error IS NOT NULL) AS failed_calls,"
+        " SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,"
+        " SUM(cost_usd) AS cost_usd, SUM(cost_usd IS NULL) AS unpriced_calls"
+        " FROM model_calls WHERE run_id = ? GROUP BY provider, model ORDER BY model",
+        (run_id,),
+    ).fetchall()
+    return [dict(row) for row in rows]

@@ -1,0 +1,142 @@
+"""Named, append-only schema migrations. Never edit a shipped one: add the next."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("durabatch")
+
+
+@migrations(name="m001_initial")
+def m001_initial(db: Database) -> None:
+    # one statement at a time: executescript() would COMMIT the migration's
+    # transaction halfway, before the migration is recorded as applied
+    for statement in _split(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            interruptions INTEGER NOT NULL DEFAULT 0,
+            discovered INTEGER NOT NULL DEFAULT 0,
+            lease_session TEXT,
+            lease_host TEXT,
+            lease_pid INTEGER,
+            lease_since TEXT,
+            lease_expires REAL
+        );
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT
+        );
+        CREATE INDEX sessions_run ON sessions(run_id, started_at);
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            seq INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            source TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT,
+            status TEXT NOT NULL,
+            step TEXT,
+            reason TEXT,
+            error TEXT,
+            updated_at TEXT NOT NULL,
+            UNIQUE (run_id, source)
+        );
+        -- work is found by index, never by scanning: pending documents in order
+        CREATE INDEX documents_work ON documents(run_id, status, seq);
+        CREATE TABLE steps (
+            doc_id INTEGER NOT NULL REFERENCES documents(id),
+            step TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            output TEXT,
+            artifact TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            unpriced_calls INTEGER NOT NULL DEFAULT 0,
+            session_id TEXT,
+            started_at TEXT,
+            completed_at TEXT,
+            PRIMARY KEY (doc_id, step)
+        );
+        CREATE TABLE partials (
+            doc_id INTEGER NOT NULL REFERENCES documents(id),
+            step TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            output TEXT NOT NULL,
+            PRIMARY KEY (doc_id, step, idx)
+        );
+        CREATE TABLE failures (
+            id INTEGER PRIMARY KEY,
+            doc_id INTEGER NOT NULL REFERENCES documents(id),
+            step TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            error_class TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX failures_doc ON failures(doc_id, step);
+        CREATE TABLE model_calls (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            doc_id INTEGER REFERENCES documents(id),
+            step TEXT,
+            attempt INTEGER,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_usd REAL,
+            latency_ms REAL NOT NULL,
+            http_status INTEGER,
+            error TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX model_calls_run ON model_calls(run_id, model);
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            at TEXT NOT NULL,
+            type TEXT NOT NULL,
+            doc_id INTEGER,
+            step TEXT,
+            data TEXT NOT NULL
+        );
+        CREATE INDEX events_run ON events(run_id, seq);
+        -- the event history is append-only: the database itself refuses edits
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        """
+    ):
+        db.execute(statement)
+
+
+def _split(script: str) -> list[str]:
+    """Split on semicolons that end a line, keeping trigger bodies whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        in_trigger = "CREATE TRIGGER" in current[0]
+        if line.rstrip().endswith("END;" if in_trigger else ";"):
+            statements.append("\n".join(current).strip())
+            current = []
+    return [s for s in statements if s]

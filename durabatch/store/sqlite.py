@@ -1,0 +1,600 @@
+"""The run state in one SQLite file, written by a single writer.
+
+Every state change is one transaction that also appends its event, so the
+tables can always be rebuilt from the events (``durabatch verify``). A state
+transition is a conditional UPDATE (``WHERE status = ?`` and the owning
+session) whose row count is checked: a session that lost its lease cannot
+overwrite what the new owner did. Completing a step also claims the
+document's next step in the same transaction, so the steady state costs one
+commit per step.
+
+Ownership has two layers. An ``flock`` on a lock file beside the database is
+released by the kernel the moment its process dies, so a ``kill -9``-ed run
+is taken over at once; the lease columns on ``runs`` name the owner (host,
+pid, since) and expire without a heartbeat, which is what a store shared by
+many machines will rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from durabatch.artifacts import ArtifactStore
+from durabatch.clock import epoch, now_iso
+from durabatch.errors import RunOwnedError, StoreError, UsageError
+from durabatch.models.base import CallRecord
+from durabatch.pricing import PriceTable
+from durabatch.store import queries
+from durabatch.store.records import (
+    Counts,
+    DocStatus,
+    Document,
+    Event,
+    NewDocument,
+    Owner,
+    Run,
+    RunStatus,
+    SessionInfo,
+    Step,
+    StepFailure,
+    StepResult,
+    StepState,
+    StepStatus,
+    Work,
+)
+from durabatch.store.schema import migrations
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN; every write is an explicit atomic() block
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    # WAL: `status` and `export` read while a run writes, without blocking it
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed step survives power loss, not only a process crash
+    conn.execute("PRAGMA synchronous=FULL")
+    # a reader or a second process waits for a lock instead of failing at once
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # documents, steps and calls must point at rows that exist
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (keys never go in, but results do)."""
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist; create it or pick another --db")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, prices: PriceTable, *, create: bool = True) -> None:
+        self.path = path
+        self.prices = prices
+        if not path.exists():
+            if not create:
+                raise UsageError(
+                    f"no durabatch database at {path}; start one with `durabatch run PATH` "
+                    "or point --db at an existing one"
+                )
+            _create_private(path)
+        self.files = path.parent / (path.name + ".d")
+        self.artifacts = ArtifactStore(self.files / "artifacts")
+        try:
+            self.conn = connect(path)
+            self.db = Database(self.conn)
+            if migrations.pending(self.db):
+                migrations.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot use database {path}: {exc}; check that it is a durabatch "
+                "database on a writable disk"
+            ) from exc
+        self._locks: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self._locks.values():
+            os.close(fd)
+        self._locks.clear()
+        self.conn.close()
+
+    # -- transactions and events ------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"cannot write to {self.path}: {exc}; free disk space or fix permissions, "
+                "then `durabatch resume`"
+            ) from exc
+
+    def _event(
+        self,
+        run_id: str,
+        type_: str,
+        data: dict[str, Any],
+        doc_id: int | None = None,
+        step: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO events (run_id, at, type, doc_id, step, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, now_iso(), type_, doc_id, step, json.dumps(data, ensure_ascii=False)),
+        )
+
+    def _changed(self, cursor: sqlite3.Cursor, what: str) -> None:
+        if cursor.rowcount != 1:
+            raise StoreError(f"state changed under us while {what}; another process owns this run")
+
+    # -- runs ---------------------------------------------------------------
+
+    def create_run(self, settings: dict[str, Any], inputs: list[str]) -> Run:
+        run_id = _new_run_id()
+        now = now_iso()
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, RunStatus.RUNNING, json.dumps(settings), json.dumps(inputs), now, now),
+            )
+            self._event(run_id, "run_created", {"settings": settings, "inputs": inputs})
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> Run:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id!r} in {self.path}; `durabatch status` lists the runs")
+        return queries.run_from_row(row)
+
+    def latest_unfinished_run(self) -> Run | None:
+        row = self.conn.execute(
+            "SELECT * FROM runs WHERE status != ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            (RunStatus.DONE,),
+        ).fetchone()
+        return None if row is None else queries.run_from_row(row)
+
+    def list_runs(self) -> list[Run]:
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at, id").fetchall()
+        return [queries.run_from_row(row) for row in rows]
+
+    # -- discovery ----------------------------------------------------------
+
+    def add_documents(self, run_id: str, docs: Sequence[NewDocument]) -> int:
+        """Add newly discovered documents; ones already known are ignored (rediscovery)."""
+        added = 0
+        with self._tx():
+            (next_seq,) = self.conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM documents WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            for doc in docs:
+                cursor = self.conn.execute(
+                    "INSERT OR IGNORE INTO documents (run_id, seq, path, source, size, status,"
+                    " step, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, next_seq, doc.path, doc.source, doc.size, DocStatus.PENDING,
+                     Step.EXTRACT, now_iso()),
+                )  # fmt: skip
+                if cursor.rowcount == 1:
+                    data = {"seq": next_seq, "path": doc.path, "source": doc.source,
+                            "size": doc.size}  # fmt: skip
+                    self._event(run_id, "document_discovered", data, cursor.lastrowid)
+                    next_seq += 1
+                    added += 1
+        return added
+
+    def finish_discovery(self, run_id: str) -> None:
+        with self._tx():
+            cursor = self.conn.execute(
+                "UPDATE runs SET discovered = 1, updated_at = ? WHERE id = ? AND discovered = 0",
+                (now_iso(), run_id),
+            )
+            self._changed(cursor, "finishing discovery")
+            (total,) = self.conn.execute(
+                "SELECT COUNT(*) FROM documents WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            self._event(run_id, "discovery_finished", {"total": total})
+
+    # -- ownership ----------------------------------------------------------
+
+    def _lock_path(self, run_id: str) -> Path:
+        return self.files / "locks" / f"{run_id}.lock"
+
+    def _try_lock(self, run_id: str) -> int | None:
+        path = self._lock_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def owner_of(self, run_id: str) -> Owner | None:
+        """The live owner of a run, or None when nobody is working on it."""
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["lease_session"] is None:
+            return None
+        if run_id not in self._locks:
+            fd = self._try_lock(run_id)
+            if fd is not None:  # we got the lock, so its holder is dead
+                os.close(fd)
+                return None
+        elif row["lease_expires"] < epoch():
+            return None
+        return queries.owner_from_row(row)
+
+    def acquire(self, run_id: str, ttl: float) -> Owner:
+        """Become the one owner of a run; take over from a dead one; recover its work."""
+        fd = self._try_lock(run_id)
+        if fd is None:
+            self._refuse(run_id)
+        assert fd is not None
+        host, pid = socket.gethostname(), os.getpid()
+        owner = Owner(uuid.uuid4().hex, host, pid, now_iso())
+        try:
+            with self._tx():
+                row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row["lease_session"] and row["lease_host"] != host and (
+                    row["lease_expires"] > epoch()
+                ):
+                    self._refuse(run_id)
+                self.conn.execute(
+                    "UPDATE runs SET status = ?, lease_session = ?, lease_host = ?, lease_pid = ?,"
+                    " lease_since = ?, lease_expires = ?, updated_at = ? WHERE id = ?",
+                    (RunStatus.RUNNING, owner.session_id, host, pid, owner.since,
+                     epoch() + ttl, owner.since, run_id),
+                )  # fmt: skip
+                self._recover(run_id)
+                self.conn.execute(
+                    "INSERT INTO sessions (id, run_id, host, pid, started_at) VALUES (?,?,?,?,?)",
+                    (owner.session_id, run_id, host, pid, owner.since),
+                )
+                data = {"session": owner.session_id, "host": host, "pid": pid}
+                self._event(run_id, "session_started", data)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._locks[run_id] = fd
+        return owner
+
+    def _refuse(self, run_id: str) -> None:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        raise RunOwnedError(
+            run_id, row["lease_host"] or "?", row["lease_pid"] or 0, row["lease_since"] or "?"
+        )
+
+    def _recover(self, run_id: str) -> None:
+        """Close sessions that died without ending; put their in-flight steps back."""
+        lost = self.conn.execute(
+            "SELECT id FROM sessions WHERE run_id = ? AND ended_at IS NULL", (run_id,)
+        ).fetchall()
+        for (session_id,) in lost:
+            self.conn.execute(
+                "UPDATE sessions SET ended_at = ?, outcome = 'lost' WHERE id = ?",
+                (now_iso(), session_id),
+            )
+            self.conn.execute(
+                "UPDATE runs SET interruptions = interruptions + 1 WHERE id = ?", (run_id,)
+            )
+            self._event(run_id, "session_lost", {"session": session_id})
+        running = self.conn.execute(
+            "SELECT s.doc_id, s.step, s.attempts FROM steps s JOIN documents d ON d.id = s.doc_id"
+            " WHERE d.run_id = ? AND d.status = ? AND s.status = ?",
+            (run_id, DocStatus.RUNNING, StepStatus.RUNNING),
+        ).fetchall()
+        for doc_id, step, attempt in running:
+            self._abandon(run_id, doc_id, step, attempt, "owner died")
+
+    def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
+        with self._tx():
+            cursor = self.conn.execute(
+                "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?",
+                (epoch() + ttl, run_id, owner.session_id),
+            )
+            self._changed(cursor, "renewing the lease")
+
+    def release(self, run_id: str, owner: Owner, status: RunStatus, outcome: str) -> None:
+        """End the session: the run becomes ``status``; an interrupted run counts one more."""
+        interrupted = status in (RunStatus.INTERRUPTED, RunStatus.HALTED)
+        with self._tx():
+            cursor = self.conn.execute(
+                "UPDATE runs SET status = ?, interruptions = interruptions + ?, updated_at = ?,"
+                " lease_session = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,"
+                " lease_expires = NULL WHERE id = ? AND lease_session = ?",
+                (status, int(interrupted), now_iso(), run_id, owner.session_id),
+            )
+            self._changed(cursor, "releasing the run")
+            self.conn.execute(
+                "UPDATE sessions SET ended_at = ?, outcome = ? WHERE id = ?",
+                (now_iso(), outcome, owner.session_id),
+            )
+            data = {"session": owner.session_id, "outcome": outcome, "status": status,
+                    "interrupted": interrupted}  # fmt: skip
+            self._event(run_id, "session_ended", data)
+        fd = self._locks.pop(run_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    # -- work -----------------------------------------------------------------
+
+    def pending_documents(self, run_id: str, limit: int, after_seq: int = 0) -> list[Document]:
+        rows = self.conn.execute(
+            "SELECT * FROM documents WHERE run_id = ? AND status = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (run_id, DocStatus.PENDING, after_seq, limit),
+        ).fetchall()
+        return [queries.document_from_row(row) for row in rows]
+
+    def start_steps(self, owner: Owner, docs: Sequence[Document]) -> list[Work]:
+        """Claim the current step of each pending document, in one transaction."""
+        with self._tx():
+            return [self._start(owner, doc, doc.step or Step.EXTRACT) for doc in docs]
+
+    def _start(self, owner: Owner, doc: Document, step: Step) -> Work:
+        now = now_iso()
+        cursor = self.conn.execute(
+            "UPDATE documents SET status = ?, step = ?, updated_at = ? WHERE id = ? AND status IN"
+            " (?, ?)",
+            (DocStatus.RUNNING, step, now, doc.id, DocStatus.PENDING, DocStatus.RUNNING),
+        )
+        self._changed(cursor, f"starting {step} of {doc.path}")
+        cursor = self.conn.execute(
+            "INSERT INTO steps (doc_id, step, status, attempts, session_id, started_at)"
+            " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (doc_id, step) DO UPDATE SET"
+            " status = excluded.status, attempts = attempts + 1,"
+            " session_id = excluded.session_id, started_at = excluded.started_at"
+            " WHERE steps.status IN (?, ?)",
+            (doc.id, step, StepStatus.RUNNING, owner.session_id, now,
+             StepStatus.ABANDONED, StepStatus.FAILED),
+        )  # fmt: skip
+        self._changed(cursor, f"starting {step} of {doc.path}")
+        return self._work(owner, doc, step)
+
+    def _work(self, owner: Owner, doc: Document, step: Step) -> Work:
+        (attempt,) = self.conn.execute(
+            "SELECT attempts FROM steps WHERE doc_id = ? AND step = ?", (doc.id, step)
+        ).fetchone()
+        self._event(doc.run_id, "step_started", {"attempt": attempt, "session": owner.session_id},
+                    doc.id, step)  # fmt: skip
+        extract = self.conn.execute(
+            "SELECT artifact FROM steps WHERE doc_id = ? AND step = ?", (doc.id, Step.EXTRACT)
+        ).fetchone()
+        partials = self.conn.execute(
+            "SELECT output FROM partials WHERE doc_id = ? AND step = ? ORDER BY idx",
+            (doc.id, step),
+        ).fetchall()
+        return Work(
+            document=doc,
+            step=step,
+            attempt=attempt,
+            text_artifact=extract[0] if extract else None,
+            partials=tuple(json.loads(row[0]) for row in partials),
+        )
+
+    def save_partial(self, owner: Owner, work: Work, index: int, output: Any,
+                     calls: Sequence[CallRecord]) -> None:  # fmt: skip
+        """Checkpoint one chunk of a long document, so a crash loses one call, not all."""
+        doc = work.document
+        with self._tx():
+            self._check_running(owner, work)
+            self.conn.execute(
+                "INSERT INTO partials (doc_id, step, idx, output) VALUES (?, ?, ?, ?)",
+                (doc.id, work.step, index, json.dumps(output, ensure_ascii=False)),
+            )
+            cost = self._record_calls(work, calls)
+            data = {"index": index, "output": output, **cost}
+            self._event(doc.run_id, "partial_saved", data, doc.id, work.step)
+
+    def _check_running(self, owner: Owner, work: Work) -> None:
+        row = self.conn.execute(
+            "SELECT status, session_id FROM steps WHERE doc_id = ? AND step = ?",
+            (work.document.id, work.step),
+        ).fetchone()
+        if row is None or row[0] != StepStatus.RUNNING or row[1] != owner.session_id:
+            raise StoreError(f"{work.step} of {work.document.path} is no longer ours")
+
+    def _record_calls(self, work: Work, calls: Sequence[CallRecord]) -> dict[str, Any]:
+        """Insert one row per model call; add their tokens and dollars to the step."""
+        totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0}
+        doc = work.document
+        for call in calls:
+            cost = self.prices.cost(call.model, call.input_tokens, call.output_tokens)
+            self.conn.execute(
+                "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
+                " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc.run_id, doc.id, work.step, work.attempt, call.provider, call.model,
+                 call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
+                 call.error, now_iso()),
+            )  # fmt: skip
+            totals["input_tokens"] += call.input_tokens
+            totals["output_tokens"] += call.output_tokens
+            if cost is None:
+                totals["unpriced_calls"] += 1
+            else:
+                totals["cost_usd"] += cost
+        self.conn.execute(
+            "UPDATE steps SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,"
+            " cost_usd = COALESCE(cost_usd, 0) + ?, unpriced_calls = unpriced_calls + ?"
+            " WHERE doc_id = ? AND step = ?",
+            (totals["input_tokens"], totals["output_tokens"], totals["cost_usd"],
+             totals["unpriced_calls"], doc.id, work.step),
+        )  # fmt: skip
+        return totals
+
+    def complete_step(
+        self, owner: Owner, work: Work, result: StepResult, *, claim_next: bool = True
+    ) -> Work | None:
+        """Commit a step's result; claim the next step (or leave it pending), or finish."""
+        doc = work.document
+        with self._tx():
+            cost = self._record_calls(work, result.calls)
+            cursor = self.conn.execute(
+                "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?"
+                " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
+                (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
+                 now_iso(), doc.id, work.step, StepStatus.RUNNING, owner.session_id),
+            )  # fmt: skip
+            self._changed(cursor, f"completing {work.step} of {doc.path}")
+            if result.sha256 is not None:
+                self.conn.execute(
+                    "UPDATE documents SET sha256 = ? WHERE id = ?", (result.sha256, doc.id)
+                )
+            data = {"attempt": work.attempt, "output": result.output,
+                    "artifact": result.artifact, "sha256": result.sha256, **cost}  # fmt: skip
+            self._event(doc.run_id, "step_completed", data, doc.id, work.step)
+            following = work.step.next()
+            if following is None:
+                self._finish(doc, None, DocStatus.DONE, None, None)
+                return None
+            if not claim_next:
+                self.conn.execute(
+                    "UPDATE documents SET status = ?, step = ?, updated_at = ? WHERE id = ?",
+                    (DocStatus.PENDING, following, now_iso(), doc.id),
+                )
+                return None
+            return self._start(owner, doc, following)
+
+    def fail_step(self, owner: Owner, work: Work, failure: StepFailure) -> None:
+        """Record a failed attempt; a terminal one ends the document failed or skipped."""
+        doc = work.document
+        now = now_iso()
+        with self._tx():
+            cost = self._record_calls(work, failure.calls)
+            cursor = self.conn.execute(
+                "UPDATE steps SET status = ? WHERE doc_id = ? AND step = ? AND status = ?"
+                " AND session_id = ?",
+                (StepStatus.FAILED, doc.id, work.step, StepStatus.RUNNING, owner.session_id),
+            )
+            self._changed(cursor, f"failing {work.step} of {doc.path}")
+            self.conn.execute(
+                "INSERT INTO failures (doc_id, step, attempt, error_class, reason, message, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (doc.id, work.step, work.attempt, failure.error_class, failure.reason,
+                 failure.message, now),
+            )  # fmt: skip
+            data = {"attempt": work.attempt, "error_class": failure.error_class,
+                    "reason": failure.reason, "message": failure.message,
+                    "terminal": failure.terminal, **cost}  # fmt: skip
+            self._event(doc.run_id, "step_failed", data, doc.id, work.step)
+            if failure.terminal:
+                status = DocStatus.SKIPPED if failure.skipped else DocStatus.FAILED
+                self._finish(doc, work.step, status, failure.reason, failure.message)
+            else:
+                self._set_doc(doc.id, DocStatus.PENDING)
+
+    def abandon(self, owner: Owner, works: Sequence[Work], why: str) -> None:
+        """Give back steps that were in flight when the session stopped."""
+        with self._tx():
+            for work in works:
+                self._check_running(owner, work)
+                doc = work.document
+                self._abandon(doc.run_id, doc.id, work.step, work.attempt, why)
+
+    def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str) -> None:
+        self.conn.execute(
+            "UPDATE steps SET status = ? WHERE doc_id = ? AND step = ?",
+            (StepStatus.ABANDONED, doc_id, step),
+        )
+        self._set_doc(doc_id, DocStatus.PENDING)
+        self._event(run_id, "step_abandoned", {"attempt": attempt, "why": why}, doc_id, step)
+
+    def _set_doc(self, doc_id: int, status: DocStatus) -> None:
+        self.conn.execute(
+            "UPDATE documents SET status = ?, updated_at = ? WHERE id = ?",
+            (status, now_iso(), doc_id),
+        )
+
+    def _finish(self, doc: Document, step: Step | None, status: DocStatus, reason: str | None,
+                error: str | None) -> None:  # fmt: skip
+        self.conn.execute(
+            "UPDATE documents SET status = ?, step = ?, reason = ?, error = ?, updated_at = ?"
+            " WHERE id = ?",
+            (status, step, reason, error, now_iso(), doc.id),
+        )
+        data = {"status": status, "reason": reason, "error": error}
+        self._event(doc.run_id, "document_finished", data, doc.id)
+
+    # -- reading ----------------------------------------------------------------
+
+    def counts(self, run_id: str) -> Counts:
+        return queries.counts(self.conn, run_id)
+
+    def documents(self, run_id: str) -> Iterator[Document]:
+        cursor = self.conn.execute(
+            "SELECT * FROM documents WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        for row in cursor:
+            yield queries.document_from_row(row)
+
+    def step_states(self, run_id: str) -> Iterator[StepState]:
+        cursor = self.conn.execute(
+            "SELECT s.* FROM steps s JOIN documents d ON d.id = s.doc_id WHERE d.run_id = ?"
+            " ORDER BY d.seq, s.step",
+            (run_id,),
+        )
+        for row in cursor:
+            yield queries.step_from_row(row)
+
+    def partials(self, run_id: str) -> Iterator[tuple[int, str, int, Any]]:
+        cursor = self.conn.execute(
+            "SELECT p.doc_id, p.step, p.idx, p.output FROM partials p"
+            " JOIN documents d ON d.id = p.doc_id WHERE d.run_id = ?",
+            (run_id,),
+        )
+        for doc_id, step, idx, output in cursor:
+            yield doc_id, step, idx, json.loads(output)
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        cursor = self.conn.execute(
+            "SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
+        )
+        for row in cursor:
+            yield queries.event_from_row(row)
+
+    def sessions(self, run_id: str) -> list[SessionInfo]:
+        rows = self.conn.execute(
+            "SELECT * FROM sessions WHERE run_id = ? ORDER BY started_at", (run_id,)
+        ).fetchall()
+        return [SessionInfo(**dict(row)) for row in rows]
+
+    def failures(self, doc_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT step, attempt, error_class, reason, message, at FROM failures"
+            " WHERE doc_id = ? ORDER BY id",
+            (doc_id,),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
+        return queries.cost_by_model(self.conn, run_id)
+
+    def integrity_check(self) -> list[str]:
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        problems += [
+            f"foreign key: {tuple(row)}"
+            for row in self.conn.execute("PRAGMA foreign_key_check").fetchall()
+        ]
+        return problems
+
+
+def _new_run_id() -> str:
+    stamp = now_iso().replace("-", "").replace(":", "")[:15]  # 20261126T173512
+    return f"{stamp}-{uuid.uuid4().hex[:4]}"
