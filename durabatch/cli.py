@@ -146,7 +146,9 @@ def run(
 
 @app.command()
 def resume(
-    run_id: Annotated[str | None, typer.Argument(help="Run id; default: latest unfinished.")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="Run id; default: latest unfinished.")
+    ] = None,
     db: DbOpt = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
@@ -247,8 +249,9 @@ def export(
     run_id: RunArg,
     db: DbOpt = None,
     format_: Annotated[Format, typer.Option("--format", help="jsonl or csv.")] = Format.jsonl,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File; default stdout.")]
-    = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File; default stdout.")
+    ] = None,
 ) -> None:
     """Write one record per document: path, sha256, status, summary, entities, error, cost.
 

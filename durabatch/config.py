@@ -110,18 +110,16 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _coerce(name: str, raw: str) -> Any:
-    default = getattr(Settings(), name)
+    kind = {f.name: str(f.type) for f in fields(Settings)}[name].split(" ")[0]
     try:
-        if isinstance(default, bool):
-            return raw.lower() in ("1", "true", "yes")
-        if isinstance(default, int):
+        if kind == "int":
             return int(raw)
-        if isinstance(default, float):
+        if kind == "float":
             return float(raw)
-        if isinstance(default, tuple):
-            return tuple(part for part in raw.split(",") if part)
     except ValueError as exc:
         raise UsageError(f"DURABATCH_{name.upper()}={raw!r} is not a number") from exc
+    if kind.startswith("tuple"):
+        return tuple(part for part in raw.split(",") if part)
     return raw
 
 

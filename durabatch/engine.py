@@ -141,7 +141,7 @@ class Engine:
             Path(run.settings["cwd"]),
             include=run.settings.get("include", []),
             exclude=run.settings.get("exclude", []),
-            ignore=[self.store.path, self.store.files],
+            ignore=self.store.own_files(),
         )
         batch = []
         last_beat = time.monotonic()
@@ -248,9 +248,7 @@ class Engine:
             else:
                 self._results.put(_Finished(work, result=result))
 
-    def _checkpoint(
-        self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]
-    ) -> None:
+    def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()
         self._results.put(_Partial(work, index, output, calls, done))
         while not done.wait(POLL_SECONDS):
@@ -269,7 +267,9 @@ class Engine:
         if self._inflight:
             self.store.abandon(owner, list(self._inflight.values()), "shutdown")
             self._inflight.clear()
-        finished = self.store.get_run(run.id).discovered and not self.store.counts(run.id).unfinished
+        finished = (
+            self.store.get_run(run.id).discovered and not self.store.counts(run.id).unfinished
+        )
         if halted is not None:
             status, outcome = RunStatus.HALTED, f"halted: {halted}"
         elif finished:

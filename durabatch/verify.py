@@ -73,9 +73,9 @@ def _compare_steps(store: Store, run_id: str, rebuilt: State) -> list[str]:
         table = {name: getattr(step, name) for name in STEP_FIELDS}
         problems += _differ(f"step {step.step} of document #{step.doc_id}", table, events,
                             STEP_FIELDS)  # fmt: skip
-        if step.artifact and step.status == StepStatus.DONE:
-            if not store.artifacts.check(step.artifact):
-                problems.append(f"artifact {step.artifact}: missing or damaged")
+        done = step.artifact and step.status == StepStatus.DONE
+        if done and not store.artifacts.check(str(step.artifact)):
+            problems.append(f"artifact {step.artifact}: missing or damaged")
         if len(problems) > MAX_REPORTED:
             return problems
     for key in rebuilt.steps.keys() - seen:
@@ -87,7 +87,8 @@ def _compare_partials(store: Store, run_id: str, rebuilt: State) -> list[str]:
     table = {(doc_id, step, idx): output for doc_id, step, idx, output in store.partials(run_id)}
     if table == rebuilt.partials:
         return []
-    keys = sorted(set(table) ^ set(rebuilt.partials) | {
-        k for k in table.keys() & rebuilt.partials.keys() if table[k] != rebuilt.partials[k]
-    })
+    keys = sorted(
+        set(table) ^ set(rebuilt.partials)
+        | {k for k in table.keys() & rebuilt.partials.keys() if table[k] != rebuilt.partials[k]}
+    )
     return [f"partial result {key}: tables and events differ" for key in keys[:MAX_REPORTED]]

@@ -52,7 +52,7 @@ def _window_entities(window: str) -> list[Found]:
 
 
 def _refers_back(value: str, kind: str, persons: list[str]) -> bool:
-    """"Mr. Doe" after "Jane Doe" is the same person, not a new entity."""
+    """ "Mr. Doe" after "Jane Doe" is the same person, not a new entity."""
     if kind != "PERSON" or " " in value:
         return False
     return any(person.split()[-1] == value for person in persons)

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
 
 from durabatch.models.base import EntityType
 from durabatch.models.local_lexicon import given_names, known_orgs, places, stopwords
 from durabatch.models.local_patterns import MONTHS, WEEKDAYS
 
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as one string, as a set."""
+    return frozenset(text.split())
+
+
 Found = tuple[int, str, EntityType]
+
+_CONTEXT_CHARS = 20
 
 _UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de"
 _WORD = rf"(?:(?:[{_UPPER}]\.){{2,}}|[{_UPPER}][\w'\u2019&-]*\.?)"
 _LINK = r"(?:of|for|de|del|della|di|da|do|dos|du|la|le|van|von|der|den|bin|ibn|al|the|and|on|&)"
-RUN = re.compile(rf"{_WORD}(?:[ \t]+(?:{_LINK}[ \t]+)*{_WORD})*")
+_GAP = r"(?:[ \t]+|[ \t]*\n[ \t]*)"  # a run may wrap onto the next line, not past a blank one
+RUN = re.compile(rf"{_WORD}(?:{_GAP}(?:{_LINK}{_GAP})*{_WORD})*")
 _TOKEN = re.compile(rf"{_WORD}|{_LINK}")
 _WORD_RE = re.compile(_WORD)
 _ACRONYM = re.compile(r"[A-Z]{2,6}|[A-Z]{1,4}&[A-Z]{1,4}")
@@ -32,50 +43,57 @@ _NAME_WORD = re.compile(rf"[{_UPPER}][a-z\u00df-\u00ff'\u2019-]+(?:[A-Z][a-z]+)?
 _SAID_BEFORE = re.compile(r"(?:\bsaid|\bsays|\baccording to|\btold|\bwrote)[ \t]+$")
 _SAID_AFTER = re.compile(r"^,?[ \t]+(?:said|says|told|added|explained|noted|wrote|who)\b")
 
-ORG_WORDS = frozenset(
-    """Inc Incorporated Corp Corporation Ltd Limited LLC LLP PLC Plc GmbH AG SA NV BV Co Company
+ORG_WORDS = _words(
+    """
+    Inc Incorporated Corp Corporation Ltd Limited LLC LLP PLC Plc GmbH AG SA NV BV Co Company
     Companies Group Holdings Partners Ventures Bank Bancorp University College Institute Academy
     School Agency Council Ministry Department Committee Commission Foundation Association
     Authority Board Bureau Office Services Court Parliament Congress Senate Assembly
     Party Union Federation Organization Organisation Society Trust Fund Reserve Exchange
     Airlines Airways Motors Labs Laboratories Laboratory Pharmaceuticals Industries Enterprises
     Studios Hospital Clinic Center Centre Museum Library Police Army Navy Forces Church Club
-    Coalition Alliance Times Journal""".split()
+    Coalition Alliance Times Journal"""
 )
-EVENT_WORDS = frozenset(
-    """Act Treaty Agreement Accord Accords Conference Summit Olympics Games Cup Championship
-    Championships Festival Expo Award Awards Prize War Convention Protocol Declaration""".split()
+EVENT_WORDS = _words(
+    """
+    Act Treaty Agreement Accord Accords Conference Summit Olympics Games Cup Championship
+    Championships Festival Expo Award Awards Prize War Convention Protocol Declaration"""
 )
-PLACE_WORDS = frozenset(
-    """City County Province Region District River Lake Island Islands Valley Bay Sea Ocean
-    Mountains Street Avenue Road Boulevard Square Airport Peninsula Desert Coast""".split()
+PLACE_WORDS = _words(
+    """
+    City County Province Region District River Lake Island Islands Valley Bay Sea Ocean
+    Mountains Street Avenue Road Boulevard Square Airport Peninsula Desert Coast"""
 )
-PLACE_HEADS = frozenset("Lake Mount Mt Cape Port Fort".split())
-DIRECTIONS = frozenset(
-    """North South East West Northern Southern Eastern Western Central Greater Upper Lower
-    Northeast Northwest Southeast Southwest""".split()
+PLACE_HEADS = _words("Lake Mount Mt Cape Port Fort")
+DIRECTIONS = _words(
+    """
+    North South East West Northern Southern Eastern Western Central Greater Upper Lower
+    Northeast Northwest Southeast Southwest"""
 )
-STRONG_TITLES = frozenset(
-    """Mr Mrs Ms Miss Mx Dr Prof Professor Sir Dame Lord Lady President Senator Sen Rep
+STRONG_TITLES = _words(
+    """
+    Mr Mrs Ms Miss Mx Dr Prof Professor Sir Dame Lord Lady President Senator Sen Rep
     Representative Congressman Congresswoman Governor Gov Mayor Judge Chancellor Pope King Queen
     Prince Princess CEO CFO CTO COO Chairman Chairwoman Ambassador Commissioner Captain Capt
-    Colonel Col Lieutenant Lt Sergeant Sgt Detective Coach Rev Reverend Minister Secretary""".split()
+    Colonel Col Lieutenant Lt Sergeant Sgt Detective Coach Rev Reverend Minister Secretary"""
 )
-WEAK_TITLES = frozenset(
-    "General Gen Chief Executive Chair Justice Director Prime Vice Founder Officer Deputy".split()
+WEAK_TITLES = _words(
+    "General Gen Chief Executive Chair Justice Director Prime Vice Founder Officer Deputy"
 )
-NOT_ORG_ACRONYMS = frozenset(
-    """CEO CFO CTO COO CIO CMO EVP SVP VP USD EUR GBP JPY CNY RMB CHF GDP AI API PDF HTML JSON CSV
+NOT_ORG_ACRONYMS = _words(
+    """
+    CEO CFO CTO COO CIO CMO EVP SVP VP USD EUR GBP JPY CNY RMB CHF GDP AI API PDF HTML JSON CSV
     XML URL HTTP HTTPS SQL CPU GPU RAM SSD TV PM AM OK FAQ ID IT HR PR QA UI UX VAT ETA FYI ASAP
     DIY NB PS RSVP TBD LLM NLP ML IPO ESG KPI ROI USB DNA RNA LED LCD MBA PHD BC AD CE BCE II
     III IV VI VII VIII IX XI XII XIII XIV XV XX AND THE FOR NOT YES NO TODO NOTE FY CO SMS GPS
-    PIN ATM EV EVS OS PC MP""".split()
+    PIN ATM EV EVS OS PC MP"""
 )
-_JOINTS = frozenset("and the on".split())
+_NOT_NAMES = ORG_WORDS | PLACE_WORDS
+_JOINTS = _words("and the on")
 TITLES = STRONG_TITLES | WEAK_TITLES
-ABBREVIATIONS = TITLES | frozenset("Inc Corp Ltd Co Jr Sr St Mt Bros Plc".split())
-_CALENDAR = frozenset(f"{MONTHS}|{WEEKDAYS}".split("|"))
-_NAME_LINKS = frozenset("de del della di da do dos du la le van von der den bin ibn al".split())
+ABBREVIATIONS = TITLES | _words("Inc Corp Ltd Co Jr Sr St Mt Bros Plc")
+_CALENDAR = _words(f"{MONTHS}|{WEEKDAYS}".replace("|", " "))
+_NAME_LINKS = _words("de del della di da do dos du la le van von der den bin ibn al")
 
 
 @dataclass(frozen=True)
@@ -91,9 +109,19 @@ class Token:
 
 def read_run(run: re.Match[str], text: str) -> list[Found]:
     """The entities in one run of capitalised words."""
+    start, end = run.span()
+    before = text[max(0, start - _CONTEXT_CHARS) : start]
+    found = _read(run.group(), before, text[end : end + _CONTEXT_CHARS])
+    return [(start + offset, value, kind) for offset, value, kind in found]
+
+
+@lru_cache(maxsize=4096)
+def _read(run: str, before: str, after: str) -> list[Found]:
+    """A run's entities, offsets relative to the run: a document repeats its names."""
+    text = before + run + after
     tokens = [
-        Token(m.group(), run.start() + m.start(), not _WORD_RE.fullmatch(m.group()))
-        for m in _TOKEN.finditer(run.group())
+        Token(m.group(), len(before) + m.start(), not _WORD_RE.fullmatch(m.group()))
+        for m in _TOKEN.finditer(run)
     ]
     found: list[Found] = []
     for part in _cut(tokens):
@@ -101,10 +129,10 @@ def read_run(run: re.Match[str], text: str) -> list[Found]:
         if whole in places() or whole in known_orgs():
             found.append((part[0].start, whole, "LOCATION" if whole in places() else "ORG"))
             continue
-        before = text[max(0, part[0].start - 20) : part[0].start]
-        after = text[part[-1].start + len(part[-1].text) :][:20]
-        found.extend(_classify(part, before, after))
-    return found
+        end = part[-1].start + len(part[-1].text)
+        context = text[max(0, part[0].start - _CONTEXT_CHARS) : part[0].start]
+        found.extend(_classify(part, context, text[end : end + _CONTEXT_CHARS]))
+    return [(offset - len(before), value, kind) for offset, value, kind in found]
 
 
 def _cut(tokens: list[Token]) -> list[list[Token]]:
@@ -169,7 +197,7 @@ def _classify(part: list[Token], before: str, after: str) -> list[Found]:
         edges = [-1, *joints, len(part)]
         return [
             found
-            for a, b in zip(edges, edges[1:], strict=False)
+            for a, b in pairwise(edges)
             for found in _classify_rest(part[a + 1 : b], before if a < 0 else "", after)
         ]
     return _place(part) or _person(part, before, after) or _acronym(part, before, after)
@@ -279,7 +307,7 @@ def _is_name_word(token: Token, first: bool) -> bool:
         return False
     if text.lower() in stopwords() and text not in _CALENDAR:
         return False
-    if text in places() or text in known_orgs() or token.bare in ORG_WORDS | PLACE_WORDS:
+    if text in places() or text in known_orgs() or token.bare in _NOT_NAMES:
         return False
     return not (first and text in _CALENDAR)
 

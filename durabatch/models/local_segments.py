@@ -15,19 +15,25 @@ from collections.abc import Iterator
 
 from durabatch.models.local_lexicon import stopwords
 
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as one string, as a set."""
+    return frozenset(text.split())
+
+
 MAX_SEGMENT_CHARS = 400
 PIECE_CHARS = 300
 
 # Never the end of a sentence: a title or a reference marker is followed by
 # the thing it introduces.
-_ALWAYS_ABBREV = frozenset(
+_ALWAYS_ABBREV = _words(
     "mr mrs ms dr prof sr jr st mt gen gov sen rep col lt sgt capt rev hon "
-    "fig figs no nos vol vols pp approx vs cf al ed eds dept".split()
+    "fig figs no nos vol vols pp approx vs cf al ed eds dept"
 )
 # Often inside a sentence, sometimes its end: split only when the next word
 # is one that typically opens a sentence ("... Acme Inc. The company ...").
-_MAYBE_ABBREV = frozenset(
-    "inc corp ltd co llc plc bros etc jan feb mar apr jun jul aug sep sept oct nov dec".split()
+_MAYBE_ABBREV = _words(
+    "inc corp ltd co llc plc bros etc jan feb mar apr jun jul aug sep sept oct nov dec"
 )
 
 _BOUNDARY = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")

@@ -40,7 +40,9 @@ def summarize(text: str) -> str:
         return ""
     terms = [_terms(sentence) for sentence in sentences]
     scores = _centrality(_tfidf(terms))
-    chosen = _select(sentences, [frozenset(t) for t in terms], scores, _target_count(len(sentences)))
+    chosen = _select(
+        sentences, [frozenset(t) for t in terms], scores, _target_count(len(sentences))
+    )
     return " ".join(_finish(sentences[i]) for i in chosen)
 
 

@@ -93,6 +93,8 @@ class SQLiteStore:
                 )
             _create_private(path)
         self.files = path.parent / (path.name + ".d")
+        # extracted text is the user's data: private like the database
+        self.files.mkdir(mode=0o700, exist_ok=True)
         self.artifacts = ArtifactStore(self.files / "artifacts")
         try:
             self.conn = connect(path)
@@ -105,6 +107,11 @@ class SQLiteStore:
                 "database on a writable disk"
             ) from exc
         self._locks: dict[str, int] = {}
+
+    def own_files(self) -> list[Path]:
+        """The database, its journals and its folder: never documents to process."""
+        suffixes = ("", "-wal", "-shm", "-journal")
+        return [self.path.with_name(self.path.name + s) for s in suffixes] + [self.files]
 
     def close(self) -> None:
         for fd in self._locks.values():
@@ -250,8 +257,10 @@ class SQLiteStore:
         try:
             with self._tx():
                 row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-                if row["lease_session"] and row["lease_host"] != host and (
-                    row["lease_expires"] > epoch()
+                if (
+                    row["lease_session"]
+                    and row["lease_host"] != host
+                    and (row["lease_expires"] > epoch())
                 ):
                     self._refuse(run_id)
                 self.conn.execute(

@@ -1,0 +1,320 @@
+"""Every command through Typer's CliRunner, asserting exit codes, output and the database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from durabatch.cli import app
+
+runner = CliRunner()
+COMMANDS = ["run", "resume", "status", "events", "verify", "export"]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return runner.invoke(app, list(args), env=env)
+
+
+def run_samples(sample_docs: Path, *extra: str) -> str:
+    result = invoke("run", str(sample_docs), *extra)
+    assert result.exit_code == 1, result.output  # the one broken sample fails
+    return str(result.stdout.splitlines()[0])
+
+
+def rows(db: str = "durabatch.db", sql: str = "", *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def export_jsonl(run_id: str) -> list[dict[str, Any]]:
+    result = invoke("export", run_id)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Example: durabatch " + command in " ".join(result.stdout.split())
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_run_sample_docs_prints_run_id_first_and_the_broken_files_reason(
+    sample_docs: Path,
+) -> None:
+    result = invoke("run", str(sample_docs))
+    assert result.exit_code == 1
+    run_id = result.stdout.splitlines()[0]
+    assert rows(sql="SELECT id FROM runs") == [(run_id,)]
+    assert "damaged_report.pdf" in result.stdout
+    assert "malformed" in result.stdout
+    statuses = dict(rows(sql="SELECT path, status FROM documents"))
+    assert len(statuses) == 9
+    assert statuses.pop(f"{sample_docs}/damaged_report.pdf") == "failed"
+    assert set(statuses.values()) == {"done"}
+    # plain timestamped lines with the run id, because stdout is not a terminal
+    assert f"run={run_id} done " in result.stderr
+
+
+def test_export_jsonl_has_the_contract_keys(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    records = export_jsonl(run_id)
+    assert len(records) == 9
+    for record in records:
+        assert {"path", "sha256", "status", "summary", "entities", "error", "cost_usd"} <= set(
+            record
+        )
+    done = [r for r in records if r["status"] == "done"]
+    assert all(r["summary"] and len(r["sha256"]) == 64 for r in done)
+    assert all({"text", "type"} == set(e) for r in done for e in r["entities"])
+    broken = next(r for r in records if r["path"].endswith("damaged_report.pdf"))
+    assert broken["reason"] == "malformed" and broken["error"] and broken["summary"] is None
+
+
+def test_export_csv_to_a_file(sample_docs: Path, tmp_path: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("export", run_id, "--format", "csv", "-o", "out.csv")
+    assert result.exit_code == 0
+    table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert len(table) == 9
+    assert {"path", "sha256", "status", "summary", "entities", "error", "cost_usd"} <= set(table[0])
+
+
+def test_status_json_of_one_run_has_the_contract_keys(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("status", run_id, "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["run_id"] == run_id and data["status"] == "done"
+    assert data["documents"] == {
+        "total": 9, "done": 8, "failed": 1, "skipped": 0, "pending": 0, "running": 0,
+    }  # fmt: skip
+    assert data["cost"]["total_usd"] == 0.0
+    assert data["cost"]["by_model"]["local"]["calls"] == 16
+    assert data["interruptions"] == 0
+    assert data["failures"][0]["reason"] == "malformed"
+    assert len(data["sessions"]) == 1 and data["sessions"][0]["outcome"] == "finished"
+    assert "api_key" not in data["settings"]
+
+
+def test_status_lists_all_runs(sample_docs: Path) -> None:
+    first = run_samples(sample_docs)
+    second = run_samples(sample_docs)
+    result = invoke("status", "--json")
+    assert [r["run_id"] for r in json.loads(result.stdout)] == [first, second]
+    table = invoke("status")
+    assert table.exit_code == 0 and "durabatch runs" in table.stdout
+
+
+def test_status_human_view_of_one_run(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("status", run_id)
+    assert result.exit_code == 0
+    assert "documents done" in result.stdout and "malformed" in result.stdout
+
+
+def test_events_are_the_audit_trail(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("events", run_id, "--json")
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "run_created" and types[-1] == "session_ended"
+    assert types.count("document_discovered") == 9
+    assert types.count("step_completed") == 8 * 3
+    assert types.count("document_finished") == 9
+    plain = invoke("events", run_id, "--after", str(events[-2]["seq"]))
+    assert plain.stdout.count("\n") == 1 and "session_ended" in plain.stdout
+
+
+def test_verify_passes_on_a_clean_run(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("verify", run_id)
+    assert result.exit_code == 0, result.stdout
+    assert "matches" in result.stdout
+
+
+def test_verify_finds_a_table_that_disagrees_with_the_events(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    with sqlite3.connect("durabatch.db") as conn:
+        conn.execute("UPDATE documents SET status = 'done' WHERE status = 'failed'")
+        conn.execute(
+            "UPDATE steps SET output = '\"forged\"' WHERE step = 'summarize' AND doc_id ="
+            " (SELECT MIN(doc_id) FROM steps WHERE step = 'summarize')"
+        )
+    result = invoke("verify", run_id, "--json")
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert any("damaged_report.pdf: status" in p for p in problems)
+    assert any("output" in p for p in problems)
+
+
+def test_verify_finds_a_damaged_artifact(sample_docs: Path, tmp_path: Path) -> None:
+    run_id = run_samples(sample_docs)
+    (digest,) = rows(sql="SELECT artifact FROM steps WHERE artifact IS NOT NULL LIMIT 1")[0]
+    artifact = tmp_path / "durabatch.db.d" / "artifacts" / digest[:2] / digest
+    artifact.write_text("tampered")
+    result = invoke("verify", run_id)
+    assert result.exit_code == 1
+    assert "missing or damaged" in result.stdout
+
+
+def test_events_cannot_be_edited_or_deleted(sample_docs: Path) -> None:
+    run_samples(sample_docs)
+    with sqlite3.connect("durabatch.db") as conn:
+        for sql in ("UPDATE events SET type = 'x'", "DELETE FROM events"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(sql)
+
+
+def test_database_and_its_files_are_private(sample_docs: Path, tmp_path: Path) -> None:
+    run_samples(sample_docs)
+    assert stat.S_IMODE((tmp_path / "durabatch.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "durabatch.db.d").stat().st_mode) == 0o700
+
+
+def test_api_key_never_reaches_the_database(sample_docs: Path, tmp_path: Path) -> None:
+    secret = "sk-test-never-store-me-0123456789"
+    result = invoke("run", str(sample_docs), env={"DURABATCH_API_KEY": secret})
+    assert result.exit_code == 1
+    assert secret not in result.output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_resume_of_a_finished_run_does_nothing(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("resume", run_id)
+    assert result.exit_code == 1  # finished, with one failed document
+    assert "already finished" in result.stderr
+    assert rows(sql="SELECT COUNT(*) FROM sessions") == [(1,)]
+
+
+def test_resume_without_unfinished_runs_says_so_and_exits_0(sample_docs: Path) -> None:
+    run_samples(sample_docs)
+    result = invoke("resume")
+    assert result.exit_code == 0
+    assert "nothing to resume" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "no-such-run"],
+        ["resume", "no-such-run"],
+        ["events", "no-such-run"],
+        ["verify", "no-such-run"],
+        ["export", "no-such-run"],
+    ],
+)
+def test_unknown_run_id_is_a_usage_error(sample_docs: Path, args: list[str]) -> None:
+    run_samples(sample_docs)
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "no run 'no-such-run'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_path_is_a_usage_error_and_creates_no_run() -> None:
+    result = invoke("run", "nowhere/")
+    assert result.exit_code == 2
+    assert "no such file or folder: nowhere/" in result.stderr
+    assert not Path("durabatch.db").exists()
+
+
+def test_reading_commands_do_not_create_a_database() -> None:
+    result = invoke("status")
+    assert result.exit_code == 2
+    assert "no durabatch database" in result.stderr
+    assert not Path("durabatch.db").exists()
+
+
+def test_a_file_that_is_not_a_database_halts_with_exit_3(sample_docs: Path) -> None:
+    Path("junk.db").write_bytes(b"this is not sqlite" * 100)
+    result = invoke("run", str(sample_docs), "--db", "junk.db")
+    assert result.exit_code == 3
+    assert "cannot use database junk.db" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_flag_values_are_usage_errors(sample_docs: Path) -> None:
+    assert invoke("run", str(sample_docs), "--provider", "nope").exit_code == 2
+    assert invoke("run", str(sample_docs), "--concurrency", "0").exit_code == 2
+    assert invoke("export", "x", "--format", "xml").exit_code == 2
+
+
+def test_include_and_exclude_globs(sample_docs: Path) -> None:
+    result = invoke("run", str(sample_docs), "--include", "*.md", "--include", "*.pdf",
+                    "--exclude", "damaged_*")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    paths = sorted(p.rsplit("/", 1)[-1] for (p,) in rows(sql="SELECT path FROM documents"))
+    assert paths == [
+        "harbourline_board_minutes.pdf", "kestrel_roadmap_meeting.md",
+        "northwind_acquisition_release.pdf", "riverton_council_budget.md",
+    ]  # fmt: skip
+
+
+def test_paths_are_shown_relative_to_where_the_run_started(sample_docs: Path) -> None:
+    Path("docs").mkdir()
+    Path("docs/a.txt").write_text("Alpha beta gamma. Delta epsilon.")
+    Path("docs/.hidden.txt").write_text("never seen")
+    result = invoke("run", "docs")
+    assert result.exit_code == 0, result.output
+    assert rows(sql="SELECT path FROM documents") == [("docs/a.txt",)]
+
+
+def test_the_database_folder_is_never_processed_as_input() -> None:
+    Path("a.txt").write_text("Alpha beta gamma. Delta epsilon.")
+    first = invoke("run", ".")
+    second = invoke("run", ".")
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert rows(sql="SELECT DISTINCT path FROM documents") == [("a.txt",)]
+
+
+def test_settings_layers_toml_then_env_then_flags(sample_docs: Path) -> None:
+    Path("durabatch.toml").write_text("concurrency = 2\ngrace = 5\nextract_timeout = 30\n")
+    env = {"DURABATCH_GRACE": "7"}
+    run_id = run_samples(sample_docs, "--extract-timeout", "9")
+    settings = json.loads(
+        rows("durabatch.db", "SELECT settings FROM runs WHERE id = ?", run_id)[0][0]
+    )
+    assert (settings["concurrency"], settings["grace"], settings["extract_timeout"]) == (2, 5, 9)
+    result = invoke("run", str(sample_docs), "--db", "other.db", env=env)
+    settings = json.loads(rows("other.db", "SELECT settings FROM runs")[0][0])
+    assert result.exit_code == 1 and settings["grace"] == 7
+
+
+def test_a_bad_toml_file_is_a_usage_error(sample_docs: Path) -> None:
+    Path("durabatch.toml").write_text("concurrency = [oops\n")
+    result = invoke("run", str(sample_docs))
+    assert result.exit_code == 2
+    assert "durabatch.toml is not valid TOML" in result.stderr
+
+
+def test_long_documents_checkpoint_each_chunk(tmp_path: Path) -> None:
+    sentences = [f"Report {i}: Dr. Maria Lopez met Acme Corp. in London." for i in range(400)]
+    Path("long.txt").write_text(" ".join(sentences))
+    result = invoke("run", "long.txt", env={"DURABATCH_CHUNK_TOKENS": "300"})
+    assert result.exit_code == 0, result.output
+    partials = rows(sql="SELECT step, COUNT(*) FROM partials GROUP BY step ORDER BY step")
+    assert partials and all(n > 5 for _, n in partials)
+    run_id = rows(sql="SELECT id FROM runs")[0][0]
+    assert invoke("verify", run_id).exit_code == 0
+    (record,) = export_jsonl(run_id)
+    assert record["summary"] and {"text": "London", "type": "LOCATION"} in record["entities"]
