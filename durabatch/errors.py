@@ -67,8 +67,9 @@ class NotFinished(DurabatchError):
 class RunOwnedError(NotFinished):
     def __init__(self, run_id: str, host: str, pid: int, since: str) -> None:
         self.run_id, self.host, self.pid, self.since = run_id, host, pid, since
+        who = f"pid {pid} on {host}" if pid else f"another process on {host}"
         super().__init__(
-            f"run {run_id} is being processed by pid {pid} on {host} since {since}; "
+            f"run {run_id} is being processed by {who} since {since}; "
             "wait for it to finish, or stop that process and resume"
         )
 

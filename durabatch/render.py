@@ -17,8 +17,11 @@ from durabatch.clock import now_iso
 from durabatch.store.records import Counts, DocStatus, Run, Step, Work
 
 
+PIPED_WIDTH = 132  # tables in logs and pipes need not fit an 80-column terminal
+
+
 def stdout_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
 def stderr_console() -> Console:
@@ -103,16 +106,22 @@ class RichObserver:
 
 def run_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="durabatch runs")
-    for name in ("run", "status", "docs", "done", "failed", "skipped", "left", "cost",
-                 "interruptions", "created"):  # fmt: skip
-        table.add_column(name)
+    table.add_column("run", no_wrap=True)
+    table.add_column("status")
+    for name in ("done", "failed", "skipped", "left", "cost", "interrupted"):
+        table.add_column(name, justify="right")
     for run in runs:
         docs = run["documents"]
         table.add_row(
-            run["run_id"], run["status"], str(docs["total"]), str(docs["done"]),
-            str(docs["failed"]), str(docs["skipped"]), str(docs["pending"] + docs["running"]),
-            dollars(run["cost"]["total_usd"]), str(run["interruptions"]), run["created_at"],
-        )  # fmt: skip
+            run["run_id"],
+            run["status"],
+            f"{docs['done']}/{docs['total']}",
+            str(docs["failed"]),
+            str(docs["skipped"]),
+            str(docs["pending"] + docs["running"]),
+            dollars(run["cost"]["total_usd"]),
+            str(run["interruptions"]),
+        )
     return table
 
 
@@ -129,7 +138,7 @@ def run_detail(summary: dict[str, Any]) -> list[Any]:
     owner = summary["owner"]
     if owner:
         head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
-    parts: list[Any] = [head, _steps_table(summary["steps"])]
+    parts: list[Any] = [head, _steps_table(summary["steps"]), _sessions_table(summary)]
     if summary["failures"]:
         parts.append(failures_table(summary["failures"]))
     return parts
@@ -147,6 +156,16 @@ def _steps_table(by_step: dict[str, dict[str, int]]) -> Table:
     return table
 
 
+def _sessions_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="sessions")
+    for name in ("host", "pid", "started", "ended", "how it ended"):
+        table.add_column(name)
+    for session in summary["sessions"]:
+        table.add_row(session["host"], str(session["pid"]), session["started_at"],
+                      session["ended_at"] or "", session["outcome"] or "running")  # fmt: skip
+    return table
+
+
 def failures_table(failures: list[dict[str, Any]]) -> Table:
     table = Table(title="documents that did not finish")
     for name in ("path", "status", "step", "reason", "what to do"):
@@ -158,4 +177,6 @@ def failures_table(failures: list[dict[str, Any]]) -> Table:
 
 
 def dollars(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
+    if value is None:
+        return "unknown"
+    return f"${value:.4f}" if 0 < value < 1 else f"${value:.2f}"

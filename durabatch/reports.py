@@ -72,7 +72,7 @@ def _failures(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def export_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
-    """One row per document, streamed in discovery order."""
+    """One row per document, streamed in discovery order, with each step's record."""
     steps = store.step_states(run_id)
     pending_step: StepState | None = next(steps, None)
     for doc in store.documents(run_id):
@@ -80,7 +80,23 @@ def export_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:
         while pending_step is not None and pending_step.doc_id == doc.id:
             mine[pending_step.step] = pending_step
             pending_step = next(steps, None)
-        yield _row(doc, mine)
+        row = _row(doc, mine)
+        row["steps"] = {step.value: _step_detail(state) for step, state in mine.items()}
+        troubled = any(s.attempts > 1 or s.status != "done" for s in mine.values())
+        row["failed_attempts"] = store.failures(doc.id) if troubled else []
+        yield row
+
+
+def _step_detail(state: StepState) -> dict[str, Any]:
+    return {
+        "status": state.status.value,
+        "attempts": state.attempts,
+        "completed_at": state.completed_at,
+        "artifact": state.artifact,
+        "input_tokens": state.input_tokens,
+        "output_tokens": state.output_tokens,
+        "cost_usd": state.cost_usd,
+    }
 
 
 def _row(doc: Document, steps: dict[Step, StepState]) -> dict[str, Any]:
@@ -115,6 +131,7 @@ def write_csv(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
         entities = "; ".join(f"{e['text']} ({e['type']})" for e in row["entities"])
-        writer.writerow({**row, "entities": entities})
+        flat = {name: row[name] for name in EXPORT_FIELDS}
+        writer.writerow({**flat, "entities": entities})
         count += 1
     return count

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from durabatch.errors import UsageError
 from durabatch.pricing import PriceTable
+from durabatch.store.base import Store
 from durabatch.store.sqlite import SQLiteStore
 
-Store = SQLiteStore
+__all__ = ["Store", "open_store"]
 
 
 def open_store(db: str, prices: PriceTable, *, create: bool = True) -> Store:

@@ -56,6 +56,7 @@ def m001_initial(db: Database) -> None:
         );
         -- work is found by index, never by scanning: pending documents in order
         CREATE INDEX documents_work ON documents(run_id, status, seq);
+        CREATE INDEX documents_seq ON documents(run_id, seq);
         CREATE TABLE steps (
             doc_id INTEGER NOT NULL REFERENCES documents(id),
             step TEXT NOT NULL,

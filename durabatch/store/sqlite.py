@@ -233,17 +233,12 @@ class SQLiteStore:
         return fd
 
     def owner_of(self, run_id: str) -> Owner | None:
-        """The live owner of a run, or None when nobody is working on it."""
+        """The live owner of a run, or None. Reads only: never touches the lock."""
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None or row["lease_session"] is None:
+        if row is None or row["lease_session"] is None or row["lease_expires"] < epoch():
             return None
-        if run_id not in self._locks:
-            fd = self._try_lock(run_id)
-            if fd is not None:  # we got the lock, so its holder is dead
-                os.close(fd)
-                return None
-        elif row["lease_expires"] < epoch():
-            return None
+        if row["lease_host"] == socket.gethostname() and not _pid_alive(row["lease_pid"]):
+            return None  # killed before its lease expired
         return queries.owner_from_row(row)
 
     def acquire(self, run_id: str, ttl: float) -> Owner:
@@ -284,9 +279,9 @@ class SQLiteStore:
 
     def _refuse(self, run_id: str) -> None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        raise RunOwnedError(
-            run_id, row["lease_host"] or "?", row["lease_pid"] or 0, row["lease_since"] or "?"
-        )
+        if row["lease_session"] is None:  # the owner has the lock but has not written yet
+            raise RunOwnedError(run_id, socket.gethostname(), 0, "just now")
+        raise RunOwnedError(run_id, row["lease_host"], row["lease_pid"], row["lease_since"])
 
     def _recover(self, run_id: str) -> None:
         """Close sessions that died without ending; put their in-flight steps back."""
@@ -342,11 +337,10 @@ class SQLiteStore:
 
     # -- work -----------------------------------------------------------------
 
-    def pending_documents(self, run_id: str, limit: int, after_seq: int = 0) -> list[Document]:
+    def pending_documents(self, run_id: str, limit: int) -> list[Document]:
         rows = self.conn.execute(
-            "SELECT * FROM documents WHERE run_id = ? AND status = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (run_id, DocStatus.PENDING, after_seq, limit),
+            "SELECT * FROM documents WHERE run_id = ? AND status = ? ORDER BY seq LIMIT ?",
+            (run_id, DocStatus.PENDING, limit),
         ).fetchall()
         return [queries.document_from_row(row) for row in rows]
 
@@ -602,6 +596,16 @@ class SQLiteStore:
             for row in self.conn.execute("PRAGMA foreign_key_check").fetchall()
         ]
         return problems
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _new_run_id() -> str:
