@@ -16,7 +16,6 @@ from rich.table import Table
 from durabatch.clock import now_iso
 from durabatch.store.records import Counts, DocStatus, Run, Step, Work
 
-
 PIPED_WIDTH = 132  # tables in logs and pipes need not fit an 80-column terminal
 
 
