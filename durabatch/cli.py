@@ -87,7 +87,7 @@ def _observer(run_id: str) -> Observer:
 def _finish(store: Store, outcome: Outcome) -> None:
     summary = reports.run_summary(store, store.get_run(outcome.run_id))
     console = stdout_console()
-    for part in run_detail(summary):
+    for part in run_detail(summary, full=False):
         console.print(part)
     if outcome.exit_code == ExitCode.NOT_FINISHED:
         stderr_console().print(

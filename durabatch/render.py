@@ -124,8 +124,8 @@ def run_table(runs: list[dict[str, Any]]) -> Table:
     return table
 
 
-def run_detail(summary: dict[str, Any]) -> list[Any]:
-    """The renderables that describe one run: counts, steps, cost, failures."""
+def run_detail(summary: dict[str, Any], *, full: bool = True) -> list[Any]:
+    """The renderables that describe one run: counts, steps, sessions, cost, failures."""
     docs = summary["documents"]
     head = Table(title=f"run {summary['run_id']}: {summary['status']}", show_header=False)
     head.add_column("what")
@@ -137,7 +137,9 @@ def run_detail(summary: dict[str, Any]) -> list[Any]:
     owner = summary["owner"]
     if owner:
         head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
-    parts: list[Any] = [head, _steps_table(summary["steps"]), _sessions_table(summary)]
+    parts: list[Any] = [head]
+    if full:
+        parts += [_steps_table(summary["steps"]), _sessions_table(summary)]
     if summary["failures"]:
         parts.append(failures_table(summary["failures"]))
     return parts

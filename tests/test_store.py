@@ -1,0 +1,179 @@
+"""The SQLite store on real files: transitions, ownership, recovery, migrations."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from durabatch.errors import RunOwnedError, StoreError
+from durabatch.events import replay
+from durabatch.models.base import CallRecord
+from durabatch.pricing import PriceTable
+from durabatch.store.records import (
+    DocStatus,
+    NewDocument,
+    Owner,
+    RunStatus,
+    Step,
+    StepFailure,
+    StepResult,
+    StepStatus,
+)
+from durabatch.store.sqlite import SQLiteStore
+from durabatch.verify import verify
+
+TTL = 30.0
+
+
+def open_store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "s.db", PriceTable.shipped())
+
+
+def new_run(store: SQLiteStore, n: int = 3) -> str:
+    run = store.create_run({"cwd": "/"}, ["docs"])
+    docs = [NewDocument(f"docs/{i}.txt", f"/docs/{i}.txt", 10) for i in range(n)]
+    assert store.add_documents(run.id, docs) == n
+    store.finish_discovery(run.id)
+    return run.id
+
+
+def call(model: str = "local") -> CallRecord:
+    return CallRecord("local", model, input_tokens=100, output_tokens=20, latency_ms=1.0)
+
+
+def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 10))
+    assert (work.step, work.attempt) == (Step.EXTRACT, 1)
+    digest = store.artifacts.put_text("hello world")
+    nxt = store.complete_step(owner, work, StepResult({"chars": 11}, digest, "ab" * 32))
+    assert nxt is not None and nxt.step == Step.SUMMARIZE and nxt.text_artifact == digest
+    nxt = store.complete_step(owner, nxt, StepResult("hello", calls=(call(),)))
+    assert nxt is not None and nxt.step == Step.ENTITIES
+    assert store.complete_step(owner, nxt, StepResult([], calls=(call(), call()))) is None
+    store.release(run_id, owner, RunStatus.DONE, "finished")
+    (doc,) = store.documents(run_id)
+    assert (doc.status, doc.step, doc.sha256) == (DocStatus.DONE, None, "ab" * 32)
+    assert store.cost_by_model(run_id)[0]["input_tokens"] == 300
+    assert verify(store, run_id) == []
+    assert replay(store.events(run_id)).documents[doc.id]["status"] == DocStatus.DONE
+
+
+def test_a_step_cannot_complete_twice(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 10))
+    store.complete_step(owner, work, StepResult({}, None), claim_next=False)
+    with pytest.raises(StoreError, match="another process owns this run"):
+        store.complete_step(owner, work, StepResult({}, None))
+    assert [e.type for e in store.events(run_id)].count("step_completed") == 1
+
+
+def test_a_second_owner_is_refused_and_named(tmp_path: Path) -> None:
+    first, second = open_store(tmp_path), open_store(tmp_path)
+    run_id = new_run(first)
+    first.acquire(run_id, TTL)
+    with pytest.raises(RunOwnedError) as refused:
+        second.acquire(run_id, TTL)
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in refused.value.message
+    assert second.owner_of(run_id) is not None
+
+
+def test_the_run_of_a_dead_owner_is_taken_over_and_its_work_recovered(tmp_path: Path) -> None:
+    dead, heir = open_store(tmp_path), open_store(tmp_path)
+    run_id = new_run(dead)
+    owner = dead.acquire(run_id, TTL)
+    works = dead.start_steps(owner, dead.pending_documents(run_id, 2))
+    dead.close()  # the kernel drops the lock, as it does for a kill -9
+    heir.acquire(run_id, TTL)
+    run = heir.get_run(run_id)
+    assert run.interruptions == 1 and run.status == RunStatus.RUNNING
+    states = {s.doc_id: s for s in heir.step_states(run_id)}
+    for work in works:
+        assert states[work.document.id].status == StepStatus.ABANDONED
+    assert heir.counts(run_id).pending == 3
+    (lost, current) = heir.sessions(run_id)
+    assert lost.outcome == "lost" and current.ended_at is None
+    again = heir.start_steps(current_owner(heir, run_id), heir.pending_documents(run_id, 1))
+    assert again[0].attempt == 2
+    assert verify(heir, run_id) == []
+
+
+def current_owner(store: SQLiteStore, run_id: str) -> Owner:
+    owner = store.owner_of(run_id)
+    assert owner is not None
+    return owner
+
+
+def test_a_lease_held_by_another_machine_is_respected_until_it_expires(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute(
+            "UPDATE runs SET lease_session = 'x', lease_host = 'elsewhere', lease_pid = 7,"
+            " lease_since = 'then', lease_expires = 9e12 WHERE id = ?",
+            (run_id,),
+        )
+    with pytest.raises(RunOwnedError, match="pid 7 on elsewhere"):
+        store.acquire(run_id, TTL)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("UPDATE runs SET lease_expires = 0 WHERE id = ?", (run_id,))
+    assert store.owner_of(run_id) is None
+    assert store.acquire(run_id, TTL).pid == os.getpid()
+
+
+def test_a_failed_attempt_is_retried_and_its_history_kept(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 1))
+    store.fail_step(owner, work, StepFailure("OSError", "disk hiccup", "error", terminal=False))
+    (doc,) = store.pending_documents(run_id, 1)
+    (work,) = store.start_steps(owner, [doc])
+    assert work.attempt == 2
+    failure = StepFailure("DocumentError", "bad", "malformed", terminal=True)
+    store.fail_step(owner, work, failure)
+    (doc,) = store.documents(run_id)
+    assert (doc.status, doc.reason, doc.step) == (DocStatus.FAILED, "malformed", Step.EXTRACT)
+    history = store.failures(doc.id)
+    assert [(f["attempt"], f["reason"]) for f in history] == [(1, "error"), (2, "malformed")]
+    assert verify(store, run_id) == []
+
+
+def test_rediscovery_adds_only_new_documents(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run = store.create_run({}, [])
+    docs = [NewDocument(f"{i}", f"/{i}", 1) for i in range(5)]
+    assert store.add_documents(run.id, docs[:3]) == 3
+    assert store.add_documents(run.id, docs) == 2
+    assert [d.seq for d in store.documents(run.id)] == [1, 2, 3, 4, 5]
+
+
+def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
+    open_store(tmp_path).close()
+    open_store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        names = conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()
+    assert names == [("m001_initial",)]
+    assert mode == ("wal",)
+
+
+def test_unknown_prices_are_unknown_not_zero(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 1))
+    result = StepResult({}, calls=(call("mystery-model"),))
+    store.complete_step(owner, work, result, claim_next=False)
+    (row,) = store.cost_by_model(run_id)
+    assert row["cost_usd"] is None and row["unpriced_calls"] == 1
+    (state,) = store.step_states(run_id)
+    assert state.unpriced_calls == 1
