@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -87,8 +89,11 @@ def _observer(run_id: str) -> Observer:
 def _finish(store: Store, outcome: Outcome) -> None:
     summary = reports.run_summary(store, store.get_run(outcome.run_id))
     console = stdout_console()
-    for part in run_detail(summary, full=False):
-        console.print(part)
+    try:
+        for part in run_detail(summary, full=False):
+            console.print(part)
+    except BrokenPipeError:  # `durabatch run x | head -1` must still exit with the run's code
+        _stdout_to_devnull()
     if outcome.exit_code == ExitCode.NOT_FINISHED:
         stderr_console().print(
             f"run {outcome.run_id} is not finished; continue with: durabatch resume "
@@ -270,8 +275,25 @@ def export(
         stderr_console().print(f"wrote {count} documents to {output}", highlight=False)
 
 
+def _interrupted_early(signum: int, frame: FrameType | None) -> None:
+    """Before a run is being processed there is nothing to drain: stop, resumable."""
+    print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+    raise SystemExit(ExitCode.NOT_FINISHED)
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main() -> None:
-    app()
+    # the engine installs its own drain handlers while it processes a run
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted_early)
+    try:
+        app()
+    except BrokenPipeError:  # the reader went away (`events RUN | head`): not an error
+        _stdout_to_devnull()
 
 
 __all__ = ["app", "failures_table", "main"]
