@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from durabatch import discovery
 from durabatch.config import Settings
-from durabatch.errors import DocumentError, ExitCode, HaltError, NotFinished, Reason
+from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
 from durabatch.models.base import CallRecord, Provider
 from durabatch.sandbox import ParserPool
 from durabatch.steps import entities, extract, summarize
@@ -219,6 +219,9 @@ class Engine:
             self._fail(owner, work, message.error)
 
     def _fail(self, owner: Owner, work: Work, error: BaseException) -> None:
+        if isinstance(error, Cancelled):
+            self.store.abandon(owner, [work], str(error))
+            return
         if isinstance(error, HaltError | NotFinished):
             self.store.abandon(owner, [work], str(error))
             raise error
@@ -302,9 +305,13 @@ def drain_on_signals(engine: Engine, on_second: Callable[[], None]) -> Iterator[
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if engine.draining.is_set():
-            on_second()
-            engine.parsers.close()
-            os._exit(ExitCode.NOT_FINISHED)
+            # nothing here may raise or block: a half-run handler would let the main
+            # thread go on committing steps the shutdown broke
+            try:
+                on_second()
+                engine.parsers.kill_now()
+            finally:
+                os._exit(ExitCode.NOT_FINISHED)
         name = signal.Signals(signum).name
         engine.observer.note(
             f"{name}: finishing in-flight steps (up to {engine.settings.grace:g}s); "

@@ -8,6 +8,7 @@
     |   +-- RunOwnedError          another live process owns the run
     +-- DocumentError              one document cannot be processed; the run goes on
         +-- DocumentSkipped        ... and that is expected (skipped, not failed)
+    Cancelled                      a step stopped by the shutdown: abandoned, runs again
 
 A ``DocumentError`` never reaches the user as an exit code: the engine turns it
 into a per-document ``failed`` or ``skipped`` state with ``reason``.
@@ -87,3 +88,7 @@ class DocumentError(Exception):
 
 class DocumentSkipped(DocumentError):
     skipped = True
+
+
+class Cancelled(Exception):
+    """A step stopped because the run is shutting down; it is no document's fault."""

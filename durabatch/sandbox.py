@@ -10,6 +10,7 @@ exit by themselves if the parent disappears.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -19,10 +20,14 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from durabatch.errors import DocumentError, DocumentSkipped, Reason
+from durabatch.errors import Cancelled, DocumentError, DocumentSkipped, HaltError, Reason
 from durabatch.formats import Extracted, extract_text
 
 PARENT_CHECK_SECONDS = 1.0
+# a new worker imports the parsers before it says it is ready; the per-document
+# deadline starts only then, so a short --extract-timeout never counts start-up
+STARTUP_SECONDS = 120.0
+READY = "ready"
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -34,12 +39,21 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        self._kill_lock = threading.Lock()
+
+    def wait_ready(self) -> bool:
+        try:
+            return self.conn.poll(STARTUP_SECONDS) and self.conn.recv() == READY
+        except (EOFError, OSError):
+            return False
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
+        """Idempotent and safe from any thread: the drain and a timeout may race here."""
+        with self._kill_lock:
+            with contextlib.suppress(OSError, ValueError):
+                self.process.kill()
+                self.process.join(timeout=5)
+            self.conn.close()
 
 
 class ParserPool:
@@ -53,6 +67,14 @@ class ParserPool:
 
     def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
         worker = self._checkout()
+        try:
+            return self._extract(worker, path, max_bytes, timeout)
+        except BaseException:
+            if self._closed:  # the run is stopping: not the document's fault
+                raise Cancelled(f"parsing {path} was stopped by the shutdown") from None
+            raise
+
+    def _extract(self, worker: _Worker, path: Path, max_bytes: int, timeout: float) -> Extracted:
         try:
             worker.conn.send((str(path), max_bytes))
             if not worker.conn.poll(timeout):
@@ -74,6 +96,12 @@ class ParserPool:
         self._checkin(worker)
         return _unpack(reply)
 
+    def kill_now(self) -> None:
+        """Best effort from a signal handler: never blocks, never raises."""
+        for worker in list(self._all):
+            with contextlib.suppress(Exception):
+                worker.process.kill()
+
     def close(self) -> None:
         """Kill every worker, busy or idle: used at exit and when a drain's grace ends."""
         with self._lock:
@@ -85,12 +113,19 @@ class ParserPool:
     def _checkout(self) -> _Worker:
         with self._lock:
             if self._closed:
-                raise DocumentError(Reason.ERROR, "the run is shutting down")
+                raise Cancelled("the run is shutting down")
             if self._idle:
                 return self._idle.pop()
-        worker = _Worker()
-        with self._lock:
+            worker = _Worker()
             self._all.add(worker)
+        if not worker.wait_ready():
+            self._discard(worker)
+            if self._closed:
+                raise Cancelled("the run is shutting down")
+            raise HaltError(
+                "a parser process could not start; check free memory and process limits, "
+                "then resume"
+            )
         return worker
 
     def _checkin(self, worker: _Worker) -> None:
@@ -122,6 +157,7 @@ def _serve(conn: Connection, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    conn.send(READY)
     while True:
         try:
             path, max_bytes = conn.recv()
