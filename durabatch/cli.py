@@ -127,6 +127,9 @@ def run(
     model: Annotated[str | None, typer.Option(help="Model for every step.")] = None,
     summarize_model: Annotated[str | None, typer.Option(help="Model for summarize.")] = None,
     entities_model: Annotated[str | None, typer.Option(help="Model for entities.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint [env DURABATCH_BASE_URL].")
+    ] = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
@@ -136,11 +139,12 @@ def run(
     Example: durabatch run ./contracts --include '*.pdf'
     """
     with _user_errors():
-        settings = _settings(db=db, provider=provider, model=model,
-                             summarize_model=summarize_model, entities_model=entities_model,
-                             concurrency=concurrency, grace=grace,
-                             extract_timeout=extract_timeout, include=include or (),
-                             exclude=exclude or ())  # fmt: skip
+        settings = _settings(
+            db=db, provider=provider, model=model, summarize_model=summarize_model,
+            entities_model=entities_model, base_url=base_url, concurrency=concurrency,
+            grace=grace, extract_timeout=extract_timeout, include=include or (),
+            exclude=exclude or (),
+        )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)
         stored = settings.run_settings() | {"cwd": os.getcwd()}

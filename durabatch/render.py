@@ -23,8 +23,8 @@ def stdout_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+def stderr_console(file: TextIO | None = None) -> Console:
+    return Console(file=file, stderr=file is None, highlight=False, soft_wrap=True)
 
 
 class PlainObserver:
