@@ -26,8 +26,12 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if target.exists():
+            # a writer killed between rename and fsync may have left it undurable
+            _fsync_dir(target.parent)
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not target.parent.exists():
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _fsync_dir(self.root)  # the new shard folder's name must survive power loss
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:

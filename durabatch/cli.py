@@ -17,7 +17,7 @@ import typer
 
 from durabatch import config, discovery, reports
 from durabatch.engine import Observer, Outcome, process_run
-from durabatch.errors import DurabatchError, ExitCode
+from durabatch.errors import DurabatchError, ExitCode, UsageError
 from durabatch.pricing import PriceTable
 from durabatch.render import (
     PlainObserver,
@@ -41,19 +41,19 @@ app = typer.Typer(
 
 DbOpt = Annotated[
     str | None,
-    typer.Option("--db", help="Database file [env DURABATCH_DB; default ./durabatch.db]"),
+    typer.Option("--db", help="Database file (env DURABATCH_DB; default ./durabatch.db)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 RunArg = Annotated[str, typer.Argument(help="The run id (see `durabatch status`).")]
 Concurrency = Annotated[
-    int | None, typer.Option(help="Documents in flight at once [default 4].", min=1)
+    int | None, typer.Option(help="Documents in flight at once (default 4).", min=1)
 ]
 Grace = Annotated[
     float | None,
-    typer.Option(help="Seconds in-flight steps get to finish after SIGINT/SIGTERM [25].", min=0),
+    typer.Option(help="Seconds in-flight steps get to finish after SIGINT/SIGTERM (25).", min=0),
 ]
 ExtractTimeout = Annotated[
-    float | None, typer.Option(help="Seconds one document may take to parse [60].")
+    float | None, typer.Option(help="Seconds one document may take to parse (60).")
 ]
 
 
@@ -128,7 +128,7 @@ def run(
     summarize_model: Annotated[str | None, typer.Option(help="Model for summarize.")] = None,
     entities_model: Annotated[str | None, typer.Option(help="Model for entities.")] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint [env DURABATCH_BASE_URL].")
+        str | None, typer.Option(help="OpenAI-compatible endpoint (env DURABATCH_BASE_URL).")
     ] = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
@@ -274,7 +274,11 @@ def export(
         if output is None:
             write(rows, sys.stdout)
             return
-        with open(output, "w", encoding="utf-8", newline="") as out:
+        try:
+            out = open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}; pick another -o") from exc
+        with out:
             count = write(rows, out)
         stderr_console().print(f"wrote {count} documents to {output}", highlight=False)
 
@@ -298,6 +302,16 @@ def main() -> None:
         app()
     except BrokenPipeError:  # the reader went away (`events RUN | head`): not an error
         _stdout_to_devnull()
+    except Exception as exc:  # a bug: say so in one line; DURABATCH_DEBUG=1 shows where
+        if os.environ.get("DURABATCH_DEBUG"):
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc}. Committed work is safe; "
+            "`durabatch resume` continues. Please report this (DURABATCH_DEBUG=1 prints "
+            "the traceback).",
+            file=sys.stderr,
+        )
+        raise SystemExit(ExitCode.HALTED) from None
 
 
 __all__ = ["app", "failures_table", "main"]

@@ -7,6 +7,7 @@ timeouts) may change from one session of a run to the next.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,8 +21,10 @@ CONFIG_FILE = "durabatch.toml"
 DEFAULT_DB = "durabatch.db"
 
 # settings that belong to the run and are stored with it (never the key)
+# chunk_tokens too: saved partial results are only valid for the chunking that made them
 RUN_SETTINGS = (
     "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
+    "chunk_tokens",
 )  # fmt: skip
 
 
@@ -70,14 +73,9 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
     values: dict[str, Any] = {}
     values.update(_from_toml((cwd or Path.cwd()) / CONFIG_FILE))
     values.update(_from_env(env))
-    values.update({k: v for k, v in flags.items() if v is not None and v != ()})
-    for name in ("include", "exclude"):
-        if name in values:
-            values[name] = tuple(values[name])
-    try:
-        settings = Settings(**values)
-    except TypeError as exc:
-        raise UsageError(f"unknown setting: {exc}") from exc
+    given = {k: v for k, v in flags.items() if v is not None and v != ()}
+    values.update({k: _typed(k, v, "--" + k.replace("_", "-")) for k, v in given.items()})
+    settings = Settings(**values)
     _validate(settings)
     return settings
 
@@ -94,38 +92,50 @@ def _from_toml(path: Path) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; remove them")
-    return values
+    return {k: _typed(k, v, f"{path}: {k}") for k, v in values.items()}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        raw = env.get(f"DURABATCH_{f.name.upper()}")
-        if raw:
-            values[f.name] = _coerce(f.name, raw)
+        name = f"DURABATCH_{f.name.upper()}"
+        if env.get(name) and f.name != "api_key":
+            values[f.name] = _typed(f.name, env[name], name)
     key = env.get("DURABATCH_API_KEY") or env.get("OPENAI_API_KEY")
     if key:
         values["api_key"] = key
     return values
 
 
-def _coerce(name: str, raw: str) -> Any:
-    kind = {f.name: str(f.type) for f in fields(Settings)}[name].split(" ")[0]
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise UsageError(f"DURABATCH_{name.upper()}={raw!r} is not a number") from exc
-    if kind.startswith("tuple"):
-        return tuple(part for part in raw.split(",") if part)
-    return raw
+def _typed(name: str, value: Any, where: str) -> Any:
+    """A setting's value as its field's type, whichever layer it came from."""
+    kind = _KINDS[name]
+    if kind == "tuple":
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items):
+            return tuple(i for i in items if i)
+    elif kind in _NUMBERS:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                return _NUMBERS[kind](value)
+    elif isinstance(value, str):
+        return value
+    expected = {"int": "a whole number", "float": "a number", "tuple": "a list of globs"}
+    raise UsageError(f"{where} must be {expected.get(kind, 'text')}, not {value!r}")
+
+
+_NUMBERS: dict[str, type] = {"int": int, "float": float}
+_KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settings)}
 
 
 def _validate(settings: Settings) -> None:
     if settings.provider not in ("local", "openai"):
         raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
+    if settings.provider == "openai":
+        raise UsageError(
+            "--provider openai is not available in this version yet; "
+            "use --provider local (the default)"
+        )
     if settings.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     if settings.grace < 0 or settings.extract_timeout <= 0:

@@ -64,10 +64,13 @@ def _walk(folder: Path) -> Iterator[tuple[Path, int]]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
-        elif entry.is_file():
-            yield Path(entry.path), entry.stat().st_size
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(Path(entry.path))
+            elif entry.is_file():
+                yield Path(entry.path), entry.stat().st_size
+        except OSError:
+            continue  # vanished or unreadable while we walked: it was never there
 
 
 def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:

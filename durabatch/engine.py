@@ -50,6 +50,7 @@ from durabatch.store.records import (
 )
 
 DISCOVERY_BATCH = 500
+SECOND_SIGNAL_NOTE = "second signal: stopping now; resume picks up from the last commit"
 POLL_SECONDS = 0.2
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
@@ -104,6 +105,9 @@ class Engine:
         self._results: queue.Queue[_Finished | _Partial] = queue.Queue()
         self._tasks: queue.Queue[Work] = queue.Queue()
         self._inflight: dict[int, Work] = {}
+        self._last_beat = time.monotonic()
+        self._drain_reason: str | None = None
+        self._announced = False
 
     # -- public -------------------------------------------------------------
 
@@ -129,9 +133,21 @@ class Engine:
             code = ExitCode.FAILED_DOCUMENTS if counts.failed else ExitCode.OK
         return Outcome(run.id, status, counts, code)
 
-    def drain(self) -> None:
-        """Stop claiming work; let what is in flight finish within the grace."""
+    def drain(self, reason: str = "stop requested") -> None:
+        """Stop claiming work; let what is in flight finish within the grace.
+
+        Safe in a signal handler: it only sets flags; the note is printed by the loop."""
+        self._drain_reason = reason
         self.draining.set()
+
+    def _stopping(self) -> bool:
+        if self.draining.is_set() and not self._announced:
+            self._announced = True
+            self.observer.note(
+                f"{self._drain_reason}: finishing in-flight steps (up to "
+                f"{self.settings.grace:g}s); send it again to stop at once"
+            )
+        return self.draining.is_set()
 
     # -- discovery -------------------------------------------------------------
 
@@ -144,18 +160,23 @@ class Engine:
             ignore=self.store.own_files(),
         )
         batch = []
-        last_beat = time.monotonic()
         for doc in found:
             batch.append(doc)
-            if len(batch) >= DISCOVERY_BATCH:
+            if len(batch) >= DISCOVERY_BATCH or self._stopping():
                 self.store.add_documents(run.id, batch)
                 batch = []
-                last_beat = self._beat(run, owner, last_beat)
-                if self.draining.is_set():
-                    return
+                self._beat(run, owner)
+                if self._stopping():
+                    return  # resume walks again and adds only what is new
         self.store.add_documents(run.id, batch)
         self.store.finish_discovery(run.id)
-        self.observer.discovered(self.store.counts(run.id).total)
+        total = self.store.counts(run.id).total
+        self.observer.discovered(total)
+        if total == 0:
+            self.observer.note(
+                f"no documents found under {', '.join(run.inputs)}; check the paths and "
+                "the --include/--exclude globs (they match the path or the file name)"
+            )
 
     # -- the loop ------------------------------------------------------------------
 
@@ -165,13 +186,12 @@ class Engine:
         )
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
-        last_beat = time.monotonic()
-        while not self.draining.is_set():
+        while not self._stopping():
             self._claim(run, owner)
             if not self._inflight:
                 return
             self._collect(owner)
-            last_beat = self._beat(run, owner, last_beat)
+            self._beat(run, owner)
 
     def _claim(self, run: Run, owner: Owner) -> None:
         free = self.settings.concurrency - len(self._inflight)
@@ -225,18 +245,19 @@ class Engine:
         if isinstance(error, HaltError | NotFinished):
             self.store.abandon(owner, [work], str(error))
             raise error
-        failure = _failure(error, work.attempt, self.settings.max_attempts)
+        failed_before = sum(1 for f in self.store.failures(work.document.id)
+                            if f["step"] == work.step)  # fmt: skip
+        failure = _failure(error, failed_before + 1, self.settings.max_attempts)
         self.store.fail_step(owner, work, failure)
         finished = None
         if failure.terminal:
             finished = DocStatus.SKIPPED if failure.skipped else DocStatus.FAILED
         self.observer.step_done(work, f"{failure.reason}: {failure.message}", finished)
 
-    def _beat(self, run: Run, owner: Owner, last: float) -> float:
-        if time.monotonic() - last < self.settings.lease_ttl / 3:
-            return last
-        self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
-        return time.monotonic()
+    def _beat(self, run: Run, owner: Owner) -> None:
+        if time.monotonic() - self._last_beat >= self.settings.lease_ttl / 3:
+            self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
+            self._last_beat = time.monotonic()
 
     # -- workers (never touch the store) ---------------------------------------------
 
@@ -263,9 +284,15 @@ class Engine:
     def _stop(self, run: Run, owner: Owner, halted: str | None) -> RunStatus:
         """Wait out the grace for in-flight steps, abandon the rest, release the run."""
         deadline = time.monotonic() + self.settings.grace
-        with contextlib.suppress(HaltError, NotFinished):
+        self._stopping()
+        try:
             while self._inflight and time.monotonic() < deadline:
                 self._collect(owner)
+                self._beat(run, owner)  # a long grace must not let the lease lapse
+        except HaltError as exc:
+            halted = halted or exc.message
+        except NotFinished:
+            pass
         self.parsers.close()
         if self._inflight:
             self.store.abandon(owner, list(self._inflight.values()), "shutdown")
@@ -287,37 +314,37 @@ def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:
     raise AssertionError("each worker binds the checkpoint to its own work")
 
 
-def _failure(error: BaseException, attempt: int, max_attempts: int) -> StepFailure:
+def _failure(error: BaseException, failures: int, max_attempts: int) -> StepFailure:
+    """``failures`` counts this one; interruptions do not use up a step's attempts."""
+    calls = tuple(getattr(error, "calls", ()))  # what a failed attempt spent is kept
+    name = type(error).__name__
     if isinstance(error, DocumentError):
-        return StepFailure(
-            type(error).__name__, error.message, str(error.reason), True, error.skipped
-        )
-    message = f"{type(error).__name__}: {error}"
-    terminal = attempt >= max_attempts
+        return StepFailure(name, error.message, str(error.reason), True, error.skipped, calls)
+    message = f"{name}: {error}"
+    terminal = failures >= max_attempts
     if terminal:
-        message += f" (gave up after {attempt} attempts)"
-    return StepFailure(type(error).__name__, message, Reason.ERROR, terminal)
+        message += (
+            f" (failed {failures} times; this looks like a bug in durabatch or in a parser: "
+            "please report it with the file's type)"
+        )
+    return StepFailure(name, message, Reason.ERROR, terminal, calls=calls)
 
 
 @contextlib.contextmanager
-def drain_on_signals(engine: Engine, on_second: Callable[[], None]) -> Iterator[None]:
-    """First SIGINT/SIGTERM drains; a second one calls ``on_second`` and exits at once."""
+def drain_on_signals(engine: Engine) -> Iterator[None]:
+    """First SIGINT/SIGTERM drains; a second one exits at once."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if engine.draining.is_set():
             # nothing here may raise or block: a half-run handler would let the main
-            # thread go on committing steps the shutdown broke
+            # thread go on committing steps the shutdown broke. os.write is reentrant.
             try:
-                on_second()
+                os.write(2, f"{name} again: {SECOND_SIGNAL_NOTE}\n".encode())
                 engine.parsers.kill_now()
             finally:
                 os._exit(ExitCode.NOT_FINISHED)
-        name = signal.Signals(signum).name
-        engine.observer.note(
-            f"{name}: finishing in-flight steps (up to {engine.settings.grace:g}s); "
-            "send it again to stop at once"
-        )
-        engine.drain()
+        engine.drain(name)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -332,9 +359,5 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
     from durabatch.models import make_provider
 
     engine = Engine(store, settings, make_provider(settings), observer)
-
-    def second_signal() -> None:
-        observer.note("second signal: stopping now; resume picks up from the last commit")
-
-    with drain_on_signals(engine, second_signal):
+    with drain_on_signals(engine):
         return engine.process(run)

@@ -22,6 +22,8 @@ class State:
     documents: dict[int, dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     partials: dict[tuple[int, str, int], Any] = field(default_factory=dict)
+    # what the history itself says went wrong, e.g. a finished step that ran again
+    anomalies: list[str] = field(default_factory=list)
 
 
 def replay(events: Iterable[Event]) -> State:
@@ -91,6 +93,11 @@ def _doc(state: State, event: Event) -> dict[str, Any]:
 
 def _step_started(state: State, event: Event) -> None:
     step = _step(state, event)
+    if step["status"] == StepStatus.DONE:
+        state.anomalies.append(
+            f"event {event.seq}: {event.step} of document #{event.doc_id} started again "
+            "after it had completed"
+        )
     step.update(status=StepStatus.RUNNING, attempts=event.data["attempt"])
     _doc(state, event).update(status=DocStatus.RUNNING, step=event.step)
 
@@ -103,6 +110,11 @@ def _partial_saved(state: State, event: Event) -> None:
 
 def _step_completed(state: State, event: Event) -> None:
     step = _step(state, event)
+    if step["status"] != StepStatus.RUNNING:
+        state.anomalies.append(
+            f"event {event.seq}: {event.step} of document #{event.doc_id} completed while "
+            f"{step['status']}, not running"
+        )
     _add_cost(step, event.data)
     step.update(
         status=StepStatus.DONE, output=event.data["output"], artifact=event.data["artifact"]

@@ -15,13 +15,17 @@ MAX_REPORTED = 50
 
 
 def verify(store: Store, run_id: str) -> list[str]:
-    """Every difference found, as sentences; an empty list means the run checks out."""
-    rebuilt = replay(store.events(run_id))
+    """Every difference found, as sentences; an empty list means the run checks out.
+
+    Events and tables are read in one snapshot, so a run in progress verifies too."""
     problems = [f"database: {p}" for p in store.integrity_check()]
-    problems += _compare_run(store, run_id, rebuilt)
-    problems += _compare_documents(store, run_id, rebuilt)
-    problems += _compare_steps(store, run_id, rebuilt)
-    problems += _compare_partials(store, run_id, rebuilt)
+    with store.snapshot():
+        rebuilt = replay(store.events(run_id))
+        problems += rebuilt.anomalies
+        problems += _compare_run(store, run_id, rebuilt)
+        problems += _compare_documents(store, run_id, rebuilt)
+        problems += _compare_steps(store, run_id, rebuilt)
+        problems += _compare_partials(store, run_id, rebuilt)
     return problems
 
 

@@ -318,3 +318,72 @@ def test_long_documents_checkpoint_each_chunk(tmp_path: Path) -> None:
     assert invoke("verify", run_id).exit_code == 0
     (record,) = export_jsonl(run_id)
     assert record["summary"] and {"text": "London", "type": "LOCATION"} in record["entities"]
+
+
+def test_verify_flags_a_step_that_completed_twice_in_the_history(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    with sqlite3.connect("durabatch.db") as conn:
+        conn.execute(
+            "INSERT INTO events (run_id, at, type, doc_id, step, data) SELECT run_id, at, type,"
+            " doc_id, step, data FROM events WHERE type = 'step_completed' LIMIT 1"
+        )
+    result = invoke("verify", run_id)
+    assert result.exit_code == 1
+    assert "completed while done, not running" in result.stdout
+
+
+def test_a_resumed_run_keeps_its_chunking(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs, "--concurrency", "2")
+    stored = json.loads(rows("durabatch.db", "SELECT settings FROM runs")[0][0])
+    assert stored["chunk_tokens"] is None
+    from durabatch.config import load
+
+    later = load({}, env={"DURABATCH_CHUNK_TOKENS": "50", "DURABATCH_CONCURRENCY": "3"})
+    resumed = later.with_run(stored)
+    assert (resumed.chunk_tokens, resumed.concurrency) == (None, 3), run_id
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("concurrency = 'x'", "concurrency must be a whole number, not 'x'"),
+        ("grace = true", "grace must be a number"),
+        ("include = 3", "include must be a list of globs"),
+        ("colour = 'red'", "unknown setting(s) colour"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_usage_errors(
+    sample_docs: Path, toml: str, message: str
+) -> None:
+    Path("durabatch.toml").write_text(toml + "\n")
+    result = invoke("run", str(sample_docs))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_a_single_glob_string_in_toml_is_one_glob(sample_docs: Path) -> None:
+    Path("durabatch.toml").write_text('exclude = "*.pdf"\n')
+    result = invoke("run", str(sample_docs))
+    assert result.exit_code == 0, result.output
+    paths = [p for (p,) in rows(sql="SELECT path FROM documents")]
+    assert len(paths) == 6 and not any(p.endswith(".pdf") for p in paths)
+
+
+def test_a_run_that_finds_nothing_says_why(sample_docs: Path) -> None:
+    result = invoke("run", str(sample_docs), "--include", "*.PDF")
+    assert result.exit_code == 0
+    assert "no documents found" in result.stderr and "--include/--exclude" in result.stderr
+
+
+def test_export_to_an_unwritable_place_is_a_usage_error(sample_docs: Path) -> None:
+    run_id = run_samples(sample_docs)
+    result = invoke("export", run_id, "-o", "no/such/folder/out.jsonl")
+    assert result.exit_code == 2
+    assert "cannot write no/such/folder/out.jsonl" in result.stderr
+
+
+def test_openai_provider_is_refused_before_a_run_is_created(sample_docs: Path) -> None:
+    result = invoke("run", str(sample_docs), "--provider", "openai")
+    assert result.exit_code == 2
+    assert "not available in this version" in result.stderr
+    assert not Path("durabatch.db").exists()

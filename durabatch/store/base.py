@@ -8,6 +8,7 @@ SQLite takes an ``flock``), and the engine does not change.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ class Store(Protocol):
     artifacts: ArtifactStore
 
     def own_files(self) -> list[Path]: ...
+    def snapshot(self) -> AbstractContextManager[None]: ...
     def close(self) -> None: ...
 
     # runs and discovery

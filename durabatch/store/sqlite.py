@@ -100,7 +100,10 @@ class SQLiteStore:
             self.conn = connect(path)
             self.db = Database(self.conn)
             if migrations.pending(self.db):
-                migrations.apply(self.db)
+                # two processes opening a new database at once: the first migrates, the
+                # second waits for its write lock and then finds nothing pending
+                with self._tx():
+                    migrations.apply(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot use database {path}: {exc}; check that it is a durabatch "
@@ -123,14 +126,30 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
+        """One write transaction. IMMEDIATE takes the write lock up front, so a second
+        process waits out the busy timeout instead of failing when it reads, then writes."""
         try:
-            with self.db.atomic():
-                yield
+            self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"cannot write to {self.path}: {exc}; free disk space or fix permissions, "
-                "then `durabatch resume`"
-            ) from exc
+            raise _write_error(self.path, exc) from exc
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _write_error(self.path, exc) from exc
+            raise
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent moment of the database, whatever writes go on."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     def _event(
         self,
@@ -598,6 +617,18 @@ class SQLiteStore:
         return problems
 
 
+def _write_error(path: Path, exc: sqlite3.OperationalError) -> StoreError:
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreError(
+            f"{path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s; "
+            "check for a stuck durabatch or sqlite3 process, then `durabatch resume`"
+        )
+    return StoreError(
+        f"cannot write to {path}: {exc}; free disk space or fix permissions, "
+        "then `durabatch resume`"
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -610,4 +641,4 @@ def _pid_alive(pid: int) -> bool:
 
 def _new_run_id() -> str:
     stamp = now_iso().replace("-", "").replace(":", "")[:15]  # 20261126T173512
-    return f"{stamp}-{uuid.uuid4().hex[:4]}"
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,60 @@
+"""Several durabatch processes on one database file, as cron and a person make them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from crashkit import clean_env, durabatch_bin, note_text, slow_html
+
+
+def spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [durabatch_bin(), *args, "--db", "shared.db"],
+        cwd=tmp_path, env=clean_env(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def verify(tmp_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [durabatch_bin(), "verify", run_id, "--db", "shared.db"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def folder(tmp_path: Path, name: str, count: int) -> str:
+    (tmp_path / name).mkdir()
+    for i in range(count):
+        (tmp_path / name / f"note_{i:03}.txt").write_text(note_text(i), encoding="utf-8")
+    return name
+
+
+def test_two_runs_at_once_on_one_database_both_finish(tmp_path: Path) -> None:
+    first = spawn(tmp_path, "run", folder(tmp_path, "a", 120), "--concurrency", "2")
+    second = spawn(tmp_path, "run", folder(tmp_path, "b", 120), "--concurrency", "2")
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        run_id = out.splitlines()[0]
+        check = verify(tmp_path, run_id)
+        assert check.returncode == 0, check.stdout
+
+
+def test_verify_of_a_run_in_progress_agrees_with_itself(tmp_path: Path) -> None:
+    docs = folder(tmp_path, "docs", 40)
+    for i in range(3):
+        (tmp_path / docs / f"slow_{i}.html").write_text(slow_html(1.5, "Slow page."))
+    proc = spawn(tmp_path, "run", docs, "--concurrency", "2")
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    checks = 0
+    while proc.poll() is None and checks < 10:
+        check = verify(tmp_path, run_id)
+        assert check.returncode == 0, check.stdout + check.stderr
+        checks += 1
+        time.sleep(0.05)
+    assert checks >= 1
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
