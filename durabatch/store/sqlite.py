@@ -18,7 +18,6 @@ many machines will rely on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -36,52 +35,26 @@ from durabatch.errors import RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
 from durabatch.pricing import PriceTable
 from durabatch.store import queries
+from durabatch.store.connection import connect, create_private, write_error
+from durabatch.store.locks import RunLocks, pid_alive
+from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
-    Counts,
     DocStatus,
     Document,
-    Event,
     NewDocument,
     Owner,
     Run,
     RunStatus,
-    SessionInfo,
     Step,
     StepFailure,
     StepResult,
-    StepState,
     StepStatus,
     Work,
 )
 from durabatch.store.schema import migrations
 
-BUSY_TIMEOUT_MS = 10_000
 
-
-def connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: no implicit BEGIN; every write is an explicit atomic() block
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    # WAL: `status` and `export` read while a run writes, without blocking it
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a committed step survives power loss, not only a process crash
-    conn.execute("PRAGMA synchronous=FULL")
-    # a reader or a second process waits for a lock instead of failing at once
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    # documents, steps and calls must point at rows that exist
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only (keys never go in, but results do)."""
-    if not path.parent.is_dir():
-        raise UsageError(f"folder {path.parent} does not exist; create it or pick another --db")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteReads):
     def __init__(self, path: Path, prices: PriceTable, *, create: bool = True) -> None:
         self.path = path
         self.prices = prices
@@ -91,7 +64,7 @@ class SQLiteStore:
                     f"no durabatch database at {path}; start one with `durabatch run PATH` "
                     "or point --db at an existing one"
                 )
-            _create_private(path)
+            create_private(path)
         self.files = path.parent / (path.name + ".d")
         # extracted text is the user's data: private like the database
         self.files.mkdir(mode=0o700, exist_ok=True)
@@ -109,7 +82,7 @@ class SQLiteStore:
                 f"cannot use database {path}: {exc}; check that it is a durabatch "
                 "database on a writable disk"
             ) from exc
-        self._locks: dict[str, int] = {}
+        self.locks = RunLocks(self.files / "locks")
 
     def own_files(self) -> list[Path]:
         """The database, its journals and its folder: never documents to process."""
@@ -117,9 +90,7 @@ class SQLiteStore:
         return [self.path.with_name(self.path.name + s) for s in suffixes] + [self.files]
 
     def close(self) -> None:
-        for fd in self._locks.values():
-            os.close(fd)
-        self._locks.clear()
+        self.locks.drop_all()
         self.conn.close()
 
     # -- transactions and events ------------------------------------------
@@ -131,7 +102,7 @@ class SQLiteStore:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise _write_error(self.path, exc) from exc
+            raise write_error(self.path, exc) from exc
         try:
             yield
             self.conn.execute("COMMIT")
@@ -139,7 +110,7 @@ class SQLiteStore:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
-                raise _write_error(self.path, exc) from exc
+                raise write_error(self.path, exc) from exc
             raise
 
     @contextlib.contextmanager
@@ -237,35 +208,19 @@ class SQLiteStore:
 
     # -- ownership ----------------------------------------------------------
 
-    def _lock_path(self, run_id: str) -> Path:
-        return self.files / "locks" / f"{run_id}.lock"
-
-    def _try_lock(self, run_id: str) -> int | None:
-        path = self._lock_path(run_id)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
-
     def owner_of(self, run_id: str) -> Owner | None:
         """The live owner of a run, or None. Reads only: never touches the lock."""
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None or row["lease_session"] is None or row["lease_expires"] < epoch():
             return None
-        if row["lease_host"] == socket.gethostname() and not _pid_alive(row["lease_pid"]):
+        if row["lease_host"] == socket.gethostname() and not pid_alive(row["lease_pid"]):
             return None  # killed before its lease expired
         return queries.owner_from_row(row)
 
     def acquire(self, run_id: str, ttl: float) -> Owner:
         """Become the one owner of a run; take over from a dead one; recover its work."""
-        fd = self._try_lock(run_id)
-        if fd is None:
+        if not self.locks.take(run_id):
             self._refuse(run_id)
-        assert fd is not None
         host, pid = socket.gethostname(), os.getpid()
         owner = Owner(uuid.uuid4().hex, host, pid, now_iso())
         try:
@@ -291,9 +246,8 @@ class SQLiteStore:
                 data = {"session": owner.session_id, "host": host, "pid": pid}
                 self._event(run_id, "session_started", data)
         except BaseException:
-            os.close(fd)
+            self.locks.drop(run_id)
             raise
-        self._locks[run_id] = fd
         return owner
 
     def _refuse(self, run_id: str) -> None:
@@ -350,9 +304,7 @@ class SQLiteStore:
             data = {"session": owner.session_id, "outcome": outcome, "status": status,
                     "interrupted": interrupted}  # fmt: skip
             self._event(run_id, "session_ended", data)
-        fd = self._locks.pop(run_id, None)
-        if fd is not None:
-            os.close(fd)
+        self.locks.drop(run_id)
 
     # -- work -----------------------------------------------------------------
 
@@ -552,91 +504,6 @@ class SQLiteStore:
         )
         data = {"status": status, "reason": reason, "error": error}
         self._event(doc.run_id, "document_finished", data, doc.id)
-
-    # -- reading ----------------------------------------------------------------
-
-    def counts(self, run_id: str) -> Counts:
-        return queries.counts(self.conn, run_id)
-
-    def documents(self, run_id: str) -> Iterator[Document]:
-        cursor = self.conn.execute(
-            "SELECT * FROM documents WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-        for row in cursor:
-            yield queries.document_from_row(row)
-
-    def step_states(self, run_id: str) -> Iterator[StepState]:
-        cursor = self.conn.execute(
-            "SELECT s.* FROM steps s JOIN documents d ON d.id = s.doc_id WHERE d.run_id = ?"
-            " ORDER BY d.seq, s.step",
-            (run_id,),
-        )
-        for row in cursor:
-            yield queries.step_from_row(row)
-
-    def partials(self, run_id: str) -> Iterator[tuple[int, str, int, Any]]:
-        cursor = self.conn.execute(
-            "SELECT p.doc_id, p.step, p.idx, p.output FROM partials p"
-            " JOIN documents d ON d.id = p.doc_id WHERE d.run_id = ?",
-            (run_id,),
-        )
-        for doc_id, step, idx, output in cursor:
-            yield doc_id, step, idx, json.loads(output)
-
-    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
-        cursor = self.conn.execute(
-            "SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
-        )
-        for row in cursor:
-            yield queries.event_from_row(row)
-
-    def sessions(self, run_id: str) -> list[SessionInfo]:
-        rows = self.conn.execute(
-            "SELECT * FROM sessions WHERE run_id = ? ORDER BY started_at", (run_id,)
-        ).fetchall()
-        return [SessionInfo(**dict(row)) for row in rows]
-
-    def failures(self, doc_id: int) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT step, attempt, error_class, reason, message, at FROM failures"
-            " WHERE doc_id = ? ORDER BY id",
-            (doc_id,),
-        ).fetchall()
-        return [dict(row) for row in rows]
-
-    def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
-        return queries.cost_by_model(self.conn, run_id)
-
-    def integrity_check(self) -> list[str]:
-        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
-        problems = [row[0] for row in rows if row[0] != "ok"]
-        problems += [
-            f"foreign key: {tuple(row)}"
-            for row in self.conn.execute("PRAGMA foreign_key_check").fetchall()
-        ]
-        return problems
-
-
-def _write_error(path: Path, exc: sqlite3.OperationalError) -> StoreError:
-    if "locked" in str(exc) or "busy" in str(exc):
-        return StoreError(
-            f"{path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s; "
-            "check for a stuck durabatch or sqlite3 process, then `durabatch resume`"
-        )
-    return StoreError(
-        f"cannot write to {path}: {exc}; free disk space or fix permissions, "
-        "then `durabatch resume`"
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _new_run_id() -> str:

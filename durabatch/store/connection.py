@@ -1,0 +1,46 @@
+"""Opening the SQLite file: one place that sets every pragma, and says why."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from durabatch.errors import StoreError, UsageError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN; every write is an explicit BEGIN IMMEDIATE
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    # WAL: `status` and `export` read while a run writes, without blocking it
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed step survives power loss, not only a process crash
+    conn.execute("PRAGMA synchronous=FULL")
+    # a reader or a second process waits for a lock instead of failing at once
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # documents, steps and calls must point at rows that exist
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (keys never go in, but results do)."""
+    if not path.parent.is_dir():
+        raise UsageError(f"folder {path.parent} does not exist; create it or pick another --db")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def write_error(path: Path, exc: sqlite3.OperationalError) -> StoreError:
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreError(
+            f"{path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s; "
+            "check for a stuck durabatch or sqlite3 process, then `durabatch resume`"
+        )
+    return StoreError(
+        f"cannot write to {path}: {exc}; free disk space or fix permissions, "
+        "then `durabatch resume`"
+    )

@@ -1,0 +1,50 @@
+"""Run locks the kernel releases when their process dies, however it dies.
+
+One ``flock`` per run on a file beside the database: a ``kill -9``-ed owner
+loses its lock at once, so the next ``resume`` takes over without waiting for
+the lease to expire. Only the process that works on a run ever takes its lock;
+readers such as ``status`` judge liveness from the lease instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class RunLocks:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._held: dict[str, int] = {}
+
+    def take(self, run_id: str) -> bool:
+        """Take the run's lock without waiting; False when a live process holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.folder / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[run_id] = fd
+        return True
+
+    def drop(self, run_id: str) -> None:
+        fd = self._held.pop(run_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def drop_all(self) -> None:
+        for run_id in list(self._held):
+            self.drop(run_id)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,76 @@
+"""The read side of the SQLite store: streams and aggregates, never a write."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from durabatch.store import queries
+from durabatch.store.records import Counts, Document, Event, SessionInfo, StepState
+
+
+class SQLiteReads:
+    conn: sqlite3.Connection
+
+    def counts(self, run_id: str) -> Counts:
+        return queries.counts(self.conn, run_id)
+
+    def documents(self, run_id: str) -> Iterator[Document]:
+        cursor = self.conn.execute(
+            "SELECT * FROM documents WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        for row in cursor:
+            yield queries.document_from_row(row)
+
+    def step_states(self, run_id: str) -> Iterator[StepState]:
+        cursor = self.conn.execute(
+            "SELECT s.* FROM steps s JOIN documents d ON d.id = s.doc_id WHERE d.run_id = ?"
+            " ORDER BY d.seq, s.step",
+            (run_id,),
+        )
+        for row in cursor:
+            yield queries.step_from_row(row)
+
+    def partials(self, run_id: str) -> Iterator[tuple[int, str, int, Any]]:
+        cursor = self.conn.execute(
+            "SELECT p.doc_id, p.step, p.idx, p.output FROM partials p"
+            " JOIN documents d ON d.id = p.doc_id WHERE d.run_id = ?",
+            (run_id,),
+        )
+        for doc_id, step, idx, output in cursor:
+            yield doc_id, step, idx, json.loads(output)
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        cursor = self.conn.execute(
+            "SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
+        )
+        for row in cursor:
+            yield queries.event_from_row(row)
+
+    def sessions(self, run_id: str) -> list[SessionInfo]:
+        rows = self.conn.execute(
+            "SELECT * FROM sessions WHERE run_id = ? ORDER BY started_at", (run_id,)
+        ).fetchall()
+        return [SessionInfo(**dict(row)) for row in rows]
+
+    def failures(self, doc_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT step, attempt, error_class, reason, message, at FROM failures"
+            " WHERE doc_id = ? ORDER BY id",
+            (doc_id,),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
+        return queries.cost_by_model(self.conn, run_id)
+
+    def integrity_check(self) -> list[str]:
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        problems += [
+            f"foreign key: {tuple(row)}"
+            for row in self.conn.execute("PRAGMA foreign_key_check").fetchall()
+        ]
+        return problems
