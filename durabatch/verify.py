@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from durabatch.events import State, replay
@@ -47,44 +48,45 @@ def _compare_run(store: Store, run_id: str, rebuilt: State) -> list[str]:
 
 
 def _compare_documents(store: Store, run_id: str, rebuilt: State) -> list[str]:
-    problems: list[str] = []
-    seen = set()
-    for doc in store.documents(run_id):
-        seen.add(doc.id)
-        events = rebuilt.documents.get(doc.id)
-        if events is None:
-            problems.append(f"document {doc.path}: in the tables but never discovered in events")
-            continue
-        table = {name: getattr(doc, name) for name in DOC_FIELDS}
-        problems += _differ(f"document {doc.path}", table, events, DOC_FIELDS)
-        if len(problems) > MAX_REPORTED:
-            return problems
-    for doc_id in rebuilt.documents.keys() - seen:
-        problems.append(f"document #{doc_id}: in the events but missing from the tables")
-    return problems
+    rows = (
+        (doc.id, f"document {doc.path}", {name: getattr(doc, name) for name in DOC_FIELDS})
+        for doc in store.documents(run_id)
+    )
+    return _compare(rows, rebuilt.documents, "document")
 
 
 def _compare_steps(store: Store, run_id: str, rebuilt: State) -> list[str]:
+    damaged: list[str] = []
+
+    def rows() -> Iterator[tuple[Hashable, str, dict[str, Any]]]:
+        for step in store.step_states(run_id):
+            kept = step.artifact is not None and step.status == StepStatus.DONE
+            if kept and not store.artifacts.check(str(step.artifact)):
+                damaged.append(f"artifact {step.artifact}: missing or damaged")
+            label = f"step {step.step} of document #{step.doc_id}"
+            yield (step.doc_id, str(step.step)), label, {n: getattr(step, n) for n in STEP_FIELDS}
+
+    return _compare(rows(), rebuilt.steps, "step") + damaged
+
+
+def _compare(rows: Iterable[tuple[Hashable, str, dict[str, Any]]],
+             rebuilt: Mapping[Any, dict[str, Any]], what: str) -> list[str]:  # fmt: skip
+    """Row by row against the rebuilt state; rows missing on either side count too."""
     problems: list[str] = []
     seen = set()
-    for step in store.step_states(run_id):
-        key = (step.doc_id, str(step.step))
+    for key, label, table in rows:
         seen.add(key)
-        events = rebuilt.steps.get(key)
+        events = rebuilt.get(key)
         if events is None:
-            problems.append(f"step {key}: in the tables but not in the events")
-            continue
-        table = {name: getattr(step, name) for name in STEP_FIELDS}
-        problems += _differ(f"step {step.step} of document #{step.doc_id}", table, events,
-                            STEP_FIELDS)  # fmt: skip
-        done = step.artifact and step.status == StepStatus.DONE
-        if done and not store.artifacts.check(str(step.artifact)):
-            problems.append(f"artifact {step.artifact}: missing or damaged")
+            problems.append(f"{label}: in the tables but not in the events")
+        else:
+            problems += _differ(label, table, events, tuple(table))
         if len(problems) > MAX_REPORTED:
             return problems
-    for key in rebuilt.steps.keys() - seen:
-        problems.append(f"step {key}: in the events but missing from the tables")
-    return problems
+    missing = rebuilt.keys() - seen
+    return problems + [
+        f"{what} {key}: in the events but missing from the tables" for key in missing
+    ]
 
 
 def _compare_partials(store: Store, run_id: str, rebuilt: State) -> list[str]:
