@@ -201,6 +201,24 @@ def test_parser_workers_do_not_outlive_a_killed_run(ws: Workspace) -> None:
         time.sleep(0.05)
 
 
+def test_a_parse_longer_than_the_grace_does_not_delay_the_drain(ws: Workspace) -> None:
+    folder = ws.root / "in"
+    folder.mkdir()
+    (folder / "huge.html").write_text(slow_html(12, "Huge page."), encoding="utf-8")
+    log = EventLog(ws.db)
+    proc = ws.spawn("run", "in", "--grace", "1", "--extract-timeout", "600")
+    signal_when(proc, log, _started("in/huge.html", "extract"), signal.SIGTERM)
+    sent = time.monotonic()
+    children = children_of(proc.pid)
+    assert proc.wait(60) == NOT_FINISHED, proc.describe()
+    assert time.monotonic() - sent < 1 + 10, "the parser must be abandoned when the grace ends"
+    assert not any(alive(pid) for pid in children), "the abandoned parser must be killed"
+    events = log.refresh()
+    assert has_step_event(events, "step_abandoned", "in/huge.html", "extract")
+    [run_id] = ws.run_ids()
+    assert ws.verify(run_id).popen.returncode == 0
+
+
 def test_resume_after_repeated_sigkills(ws: Workspace, baseline: dict[str, dict[str, Any]]) -> None:
     log = EventLog(ws.db)
     proc = ws.spawn("run", standard_inputs(ws.root))  # default concurrency: several in flight
