@@ -52,6 +52,10 @@ Grace = Annotated[
     float | None,
     typer.Option(help="Seconds in-flight steps get to finish after SIGINT/SIGTERM (25).", min=0),
 ]
+ReadTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds to wait for a model's answer before retrying (20)."),
+]
 ExtractTimeout = Annotated[
     float | None, typer.Option(help="Seconds one document may take to parse (60).")
 ]
@@ -130,9 +134,13 @@ def run(
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible endpoint (env DURABATCH_BASE_URL).")
     ] = None,
+    max_input_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per model call; longer text is chunked.")
+    ] = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """Process documents in a new run; prints the run id first.
 
@@ -143,7 +151,7 @@ def run(
             db=db, provider=provider, model=model, summarize_model=summarize_model,
             entities_model=entities_model, base_url=base_url, concurrency=concurrency,
             grace=grace, extract_timeout=extract_timeout, include=include or (),
-            exclude=exclude or (),
+            exclude=exclude or (), max_input_tokens=max_input_tokens, read_timeout=read_timeout,
         )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)
@@ -162,14 +170,17 @@ def resume(
     concurrency: Concurrency = None,
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
 
     Example: durabatch resume
     """
     with _user_errors():
-        settings = _settings(db=db, concurrency=concurrency, grace=grace,
-                             extract_timeout=extract_timeout)  # fmt: skip
+        settings = _settings(
+            db=db, concurrency=concurrency, grace=grace, extract_timeout=extract_timeout,
+            read_timeout=read_timeout,
+        )  # fmt: skip
         store = _store(settings)
         found = store.get_run(run_id) if run_id else store.latest_unfinished_run()
         if found is None:

@@ -21,10 +21,10 @@ CONFIG_FILE = "durabatch.toml"
 DEFAULT_DB = "durabatch.db"
 
 # settings that belong to the run and are stored with it (never the key)
-# chunk_tokens too: saved partial results are only valid for the chunking that made them
+# max_input_tokens too: saved partial results are only valid for the chunking that made them
 RUN_SETTINGS = (
     "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
-    "chunk_tokens",
+    "max_input_tokens",
 )  # fmt: skip
 
 
@@ -43,9 +43,15 @@ class Settings:
     grace: float = 25.0
     extract_timeout: float = 60.0
     max_bytes: int = 100 * 1024 * 1024
-    chunk_tokens: int | None = None
+    max_input_tokens: int | None = None
     lease_ttl: float = 30.0
     max_attempts: int = 3
+    # network: the read timeout stays below the default grace, so a drain is never
+    # kept waiting by a call that will not answer
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    retry_attempts: int = 6
+    retry_seconds: float = 300.0
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}
@@ -131,10 +137,16 @@ _KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settin
 def _validate(settings: Settings) -> None:
     if settings.provider not in ("local", "openai"):
         raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
-    if settings.provider == "openai":
+    if settings.provider == "openai" and not settings.base_url:
         raise UsageError(
-            "--provider openai is not available in this version yet; "
-            "use --provider local (the default)"
+            "--provider openai needs --base-url (or DURABATCH_BASE_URL), e.g. "
+            "https://api.openai.com/v1"
+        )
+    if settings.provider == "openai" and not (
+        settings.model or (settings.summarize_model and settings.entities_model)
+    ):
+        raise UsageError(
+            "--provider openai needs --model (or --summarize-model and --entities-model)"
         )
     if settings.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")

@@ -107,31 +107,42 @@ class Engine:
         self._inflight: dict[int, Work] = {}
         self._last_beat = time.monotonic()
         self._drain_reason: str | None = None
+        self._stopped_by: HaltError | NotFinished | None = None
         self._announced = False
 
     # -- public -------------------------------------------------------------
 
     def process(self, run: Run) -> Outcome:
-        """Own the run, finish discovery, process every document; release the run."""
+        """Own the run, finish discovery, process every document; release the run.
+
+        A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
+        signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
-        halted: str | None = None
         try:
             self.observer.started(run, self.store.counts(run.id))
             if not run.discovered:
                 self._discover(run, owner)
             if not self.draining.is_set():
                 self._loop(run, owner)
-        except HaltError as exc:
-            halted = exc.message
+        except (HaltError, NotFinished) as exc:
+            self._stop_with(exc)
             raise
         finally:
-            status = self._stop(run, owner, halted)
+            status = self._stop(run, owner)
+        if self._stopped_by is not None:
+            raise self._stopped_by
         counts = self.store.counts(run.id)
         if status != RunStatus.DONE:
             code = ExitCode.NOT_FINISHED
         else:
             code = ExitCode.FAILED_DOCUMENTS if counts.failed else ExitCode.OK
         return Outcome(run.id, status, counts, code)
+
+    def _stop_with(self, error: HaltError | NotFinished) -> None:
+        """The first halt or pause wins; the run drains as if signalled."""
+        if self._stopped_by is None:
+            self._stopped_by = error
+            self.drain(type(error).__name__)
 
     def drain(self, reason: str = "stop requested") -> None:
         """Stop claiming work; let what is in flight finish within the grace.
@@ -143,10 +154,11 @@ class Engine:
     def _stopping(self) -> bool:
         if self.draining.is_set() and not self._announced:
             self._announced = True
-            self.observer.note(
-                f"{self._drain_reason}: finishing in-flight steps (up to "
-                f"{self.settings.grace:g}s); send it again to stop at once"
-            )
+            grace = f"finishing in-flight steps (up to {self.settings.grace:g}s)"
+            if self._stopped_by is None:
+                self.observer.note(f"{self._drain_reason}: {grace}; send it again to stop at once")
+            else:
+                self.observer.note(f"stopping the run ({self._drain_reason}): {grace}")
         return self.draining.is_set()
 
     # -- discovery -------------------------------------------------------------
@@ -243,8 +255,9 @@ class Engine:
             self.store.abandon(owner, [work], str(error))
             return
         if isinstance(error, HaltError | NotFinished):
-            self.store.abandon(owner, [work], str(error))
-            raise error
+            self.store.abandon(owner, [work], error.message, error.calls)
+            self._stop_with(error)
+            return
         failed_before = sum(1 for f in self.store.failures(work.document.id)
                             if f["step"] == work.step)  # fmt: skip
         failure = _failure(error, failed_before + 1, self.settings.max_attempts)
@@ -281,7 +294,7 @@ class Engine:
 
     # -- stopping -----------------------------------------------------------------
 
-    def _stop(self, run: Run, owner: Owner, halted: str | None) -> RunStatus:
+    def _stop(self, run: Run, owner: Owner) -> RunStatus:
         """Wait out the grace for in-flight steps, abandon the rest, release the run."""
         deadline = time.monotonic() + self.settings.grace
         self._stopping()
@@ -289,21 +302,21 @@ class Engine:
             while self._inflight and time.monotonic() < deadline:
                 self._collect(owner)
                 self._beat(run, owner)  # a long grace must not let the lease lapse
-        except HaltError as exc:
-            halted = halted or exc.message
-        except NotFinished:
-            pass
+        except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
+            self._stop_with(exc)
         self.parsers.close()
         if self._inflight:
             self.store.abandon(owner, list(self._inflight.values()), "shutdown")
             self._inflight.clear()
-        finished = (
-            self.store.get_run(run.id).discovered and not self.store.counts(run.id).unfinished
-        )
-        if halted is not None:
-            status, outcome = RunStatus.HALTED, f"halted: {halted}"
+        discovered = self.store.get_run(run.id).discovered
+        finished = discovered and not self.store.counts(run.id).unfinished
+        stopped = self._stopped_by
+        if isinstance(stopped, HaltError):
+            status, outcome = RunStatus.HALTED, f"halted: {stopped.message}"
         elif finished:
             status, outcome = RunStatus.DONE, "finished"
+        elif stopped is not None:
+            status, outcome = RunStatus.PAUSED, f"paused: {stopped.message}"
         else:
             status, outcome = RunStatus.INTERRUPTED, "interrupted"
         self.store.release(run.id, owner, status, outcome)
@@ -358,6 +371,12 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
     """Process a run to its end, or until a signal drains it."""
     from durabatch.models import make_provider
 
-    engine = Engine(store, settings, make_provider(settings), observer)
-    with drain_on_signals(engine):
-        return engine.process(run)
+    provider = make_provider(settings)
+    engine = Engine(store, settings, provider, observer)
+    try:
+        with drain_on_signals(engine):
+            return engine.process(run)
+    finally:
+        close = getattr(provider, "close", None)
+        if close is not None:
+            close()

@@ -4,11 +4,19 @@
     +-- UsageError                 bad flag, missing path, unknown run id (2)
     +-- HaltError                  would fail every document: fix, then resume (3)
     |   +-- StoreError             the database cannot be opened or written
+    |   +-- AuthError              401/403: the API key is missing or refused
+    |   +-- ModelNotFound          404: the server does not know the model
     +-- NotFinished                resume later (75)
-    |   +-- RunOwnedError          another live process owns the run
-    +-- DocumentError              one document cannot be processed; the run goes on
-        +-- DocumentSkipped        ... and that is expected (skipped, not failed)
+        +-- RunOwnedError          another live process owns the run
+        +-- QuotaExhausted         429 insufficient_quota: pause until it is topped up
+        +-- ProviderOutage         the retry budget ran out: pause, resume later
+    DocumentError                  one document cannot be processed; the run goes on
+    +-- DocumentSkipped            ... and that is expected (skipped, not failed)
+    RetryableError                 one attempt failed in a way worth retrying
     Cancelled                      a step stopped by the shutdown: abandoned, runs again
+
+Errors raised by a model provider carry ``calls``: the record of every attempt
+made before it gave up, so what a failure cost is stored too.
 
 A ``DocumentError`` never reaches the user as an exit code: the engine turns it
 into a per-document ``failed`` or ``skipped`` state with ``reason``.
@@ -16,7 +24,12 @@ into a per-document ``failed`` or ``skipped`` state with ``reason``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durabatch.models.base import CallRecord
 
 
 class ExitCode:
@@ -38,15 +51,20 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"
     TIMEOUT = "timeout"
     MISSING = "missing"
+    CONTEXT_LENGTH = "context_length_exceeded"
+    INVALID_JSON = "invalid_model_json"
+    BAD_REQUEST = "bad_request"
+    TRUNCATED = "truncated_reply"
     ERROR = "error"
 
 
 class DurabatchError(Exception):
     exit_code = ExitCode.HALTED
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, calls: Sequence[CallRecord] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.calls = tuple(calls)
 
 
 class UsageError(DurabatchError):
@@ -75,15 +93,42 @@ class RunOwnedError(NotFinished):
         )
 
 
+class AuthError(HaltError):
+    pass
+
+
+class ModelNotFound(HaltError):
+    pass
+
+
+class QuotaExhausted(NotFinished):
+    pass
+
+
+class ProviderOutage(NotFinished):
+    pass
+
+
 class DocumentError(Exception):
     """One document cannot go on; ``reason`` is a ``Reason`` value."""
 
     skipped = False
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, calls: Sequence[CallRecord] = ()) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.calls = tuple(calls)
+
+
+class RetryableError(Exception):
+    """A failed attempt worth retrying: 429, 5xx, timeout, dropped connection.
+
+    ``retry_after`` is the server's own wait in seconds, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DocumentSkipped(DocumentError):

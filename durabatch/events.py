@@ -136,7 +136,10 @@ def _step_failed(state: State, event: Event) -> None:
 
 
 def _step_abandoned(state: State, event: Event) -> None:
-    _step(state, event)["status"] = StepStatus.ABANDONED
+    step = _step(state, event)
+    if "cost_usd" in event.data:
+        _add_cost(step, event.data)
+    step["status"] = StepStatus.ABANDONED
     _doc(state, event)["status"] = DocStatus.PENDING
 
 

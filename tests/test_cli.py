@@ -310,7 +310,7 @@ def test_a_bad_toml_file_is_a_usage_error(sample_docs: Path) -> None:
 def test_long_documents_checkpoint_each_chunk(tmp_path: Path) -> None:
     sentences = [f"Report {i}: Dr. Maria Lopez met Acme Corp. in London." for i in range(400)]
     Path("long.txt").write_text(" ".join(sentences))
-    result = invoke("run", "long.txt", env={"DURABATCH_CHUNK_TOKENS": "300"})
+    result = invoke("run", "long.txt", env={"DURABATCH_MAX_INPUT_TOKENS": "300"})
     assert result.exit_code == 0, result.output
     partials = rows(sql="SELECT step, COUNT(*) FROM partials GROUP BY step ORDER BY step")
     assert partials and all(n > 5 for _, n in partials)
@@ -335,12 +335,12 @@ def test_verify_flags_a_step_that_completed_twice_in_the_history(sample_docs: Pa
 def test_a_resumed_run_keeps_its_chunking(sample_docs: Path) -> None:
     run_id = run_samples(sample_docs, "--concurrency", "2")
     stored = json.loads(rows("durabatch.db", "SELECT settings FROM runs")[0][0])
-    assert stored["chunk_tokens"] is None
+    assert stored["max_input_tokens"] is None
     from durabatch.config import load
 
-    later = load({}, env={"DURABATCH_CHUNK_TOKENS": "50", "DURABATCH_CONCURRENCY": "3"})
+    later = load({}, env={"DURABATCH_MAX_INPUT_TOKENS": "50", "DURABATCH_CONCURRENCY": "3"})
     resumed = later.with_run(stored)
-    assert (resumed.chunk_tokens, resumed.concurrency) == (None, 3), run_id
+    assert (resumed.max_input_tokens, resumed.concurrency) == (None, 3), run_id
 
 
 @pytest.mark.parametrize(
@@ -382,8 +382,12 @@ def test_export_to_an_unwritable_place_is_a_usage_error(sample_docs: Path) -> No
     assert "cannot write no/such/folder/out.jsonl" in result.stderr
 
 
-def test_openai_provider_is_refused_before_a_run_is_created(sample_docs: Path) -> None:
-    result = invoke("run", str(sample_docs), "--provider", "openai")
+def test_openai_provider_without_base_url_is_refused_before_a_run_is_created(
+    sample_docs: Path,
+) -> None:
+    result = invoke("run", str(sample_docs), "--provider", "openai", "--model", "m")
     assert result.exit_code == 2
-    assert "not available in this version" in result.stderr
+    assert "needs --base-url" in result.stderr
     assert not Path("durabatch.db").exists()
+    result = invoke("run", str(sample_docs), "--provider", "openai", "--base-url", "http://x/v1")
+    assert result.exit_code == 2 and "needs --model" in result.stderr

@@ -1,4 +1,4 @@
-"""Model engines behind one interface: ``local`` today; ``openai`` is next."""
+"""Model engines behind one interface: the embedded ``local`` one, and ``openai``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ def make_provider(settings: Settings) -> Provider:
         from durabatch.models.local import LocalProvider
 
         return LocalProvider()
-    raise UsageError(
-        f"--provider {settings.provider} is not available in this version yet; "
-        "use --provider local (the default)"
-    )
+    if settings.provider == "openai" and settings.base_url:
+        from durabatch.models.openai import OpenAIProvider
+        from durabatch.models.retry import RetryPolicy
+
+        policy = RetryPolicy(
+            max_attempts=settings.retry_attempts, max_total_seconds=settings.retry_seconds
+        )
+        return OpenAIProvider(
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            policy=policy,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            concurrency=settings.concurrency,
+        )
+    raise UsageError(f"--provider {settings.provider} needs --base-url")

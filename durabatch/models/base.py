@@ -37,6 +37,9 @@ class CallRecord:
     latency_ms: float
     http_status: int | None = None
     error: str | None = None
+    error_class: str | None = None
+    host: str | None = None
+    retry: int = 1
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from durabatch.errors import DocumentError, Reason
 from durabatch.models.base import CallRecord, Reply
 from durabatch.steps.context import StepContext
 from durabatch.store.records import Work
@@ -21,7 +22,7 @@ WINDOW_SHARE = 0.75
 
 
 def chunk_chars(ctx: StepContext, model: str) -> int:
-    tokens = ctx.settings.chunk_tokens or ctx.provider.window_tokens(model)
+    tokens = ctx.settings.max_input_tokens or ctx.provider.window_tokens(model)
     return max(200, int(tokens * CHARS_PER_TOKEN * WINDOW_SHARE))
 
 
@@ -47,16 +48,44 @@ def _cut_point(text: str, limit: int) -> int:
 
 
 def map_chunks(
-    work: Work, ctx: StepContext, pieces: list[str], call: Callable[[str], Reply[T]]
+    work: Work,
+    ctx: StepContext,
+    pieces: list[str],
+    call: Callable[[str], Reply[T]],
+    merge: Callable[[list[T]], T],
 ) -> tuple[list[T], list[CallRecord]]:
     """Call the model on each piece not yet stored; checkpoint each when there are several."""
     results: list[T] = list(work.partials)
     calls: list[CallRecord] = []
     for index in range(len(results), len(pieces)):
-        reply = call(pieces[index])
+        reply = _fitting(pieces[index], call, merge)
         if len(pieces) > 1:
             ctx.checkpoint(index, reply.value, reply.calls)
         else:
             calls.extend(reply.calls)
         results.append(reply.value)
     return results, calls
+
+
+def _fitting(
+    piece: str, call: Callable[[str], Reply[T]], merge: Callable[[list[T]], T]
+) -> Reply[T]:
+    """A piece the model says is too long is split in two once; still too long fails."""
+    try:
+        return call(piece)
+    except DocumentError as exc:
+        if exc.reason != Reason.CONTEXT_LENGTH:
+            raise
+        spent = list(exc.calls)
+    values: list[T] = []
+    for half in split_text(piece, len(piece) // 2 + 1):
+        try:
+            reply = call(half)
+        except DocumentError as again:
+            if again.reason == Reason.CONTEXT_LENGTH:
+                message = f"{again.message} (even after splitting the piece in two)"
+                raise DocumentError(again.reason, message, spent + list(again.calls)) from again
+            raise
+        spent += reply.calls
+        values.append(reply.value)
+    return Reply(merge(values), tuple(spent))

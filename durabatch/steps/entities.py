@@ -20,7 +20,7 @@ def run(work: Work, ctx: StepContext) -> StepResult:
         return Reply([entity.as_dict() for entity in reply.value], reply.calls)
 
     pieces = split_text(text, chunk_chars(ctx, model))
-    found, calls = map_chunks(work, ctx, pieces, call)
+    found, calls = map_chunks(work, ctx, pieces, call, lambda lists: _merge(lists))
     return StepResult(output=_merge(found), calls=tuple(calls))
 
 

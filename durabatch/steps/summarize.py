@@ -14,8 +14,9 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     limit = chunk_chars(ctx, model)
     text = ctx.artifacts.get_text(work.text_artifact)
     partials, calls = map_chunks(
-        work, ctx, split_text(text, limit), lambda piece: ctx.provider.summarize(piece, model)
-    )
+        work, ctx, split_text(text, limit), lambda piece: ctx.provider.summarize(piece, model),
+        " ".join,
+    )  # fmt: skip
     summary, more = _reduce(partials, ctx, model, limit)
     return StepResult(output=summary, calls=tuple(calls + more))
 

@@ -13,6 +13,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     INTERRUPTED = "interrupted"
     HALTED = "halted"
+    PAUSED = "paused"
     DONE = "done"
 
 

@@ -141,3 +141,14 @@ def _split(script: str) -> list[str]:
             statements.append("\n".join(current).strip())
             current = []
     return [s for s in statements if s]
+
+
+@migrations(name="m002_call_attempts")
+def m002_call_attempts(db: Database) -> None:
+    """Each model call row says where it went, which retry it was, and how it failed."""
+    for statement in (
+        "ALTER TABLE model_calls ADD COLUMN host TEXT",
+        "ALTER TABLE model_calls ADD COLUMN retry INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE model_calls ADD COLUMN error_class TEXT",
+    ):
+        db.execute(statement)

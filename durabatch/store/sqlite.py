@@ -288,7 +288,7 @@ class SQLiteStore(SQLiteReads):
 
     def release(self, run_id: str, owner: Owner, status: RunStatus, outcome: str) -> None:
         """End the session: the run becomes ``status``; an interrupted run counts one more."""
-        interrupted = status in (RunStatus.INTERRUPTED, RunStatus.HALTED)
+        interrupted = status in (RunStatus.INTERRUPTED, RunStatus.HALTED, RunStatus.PAUSED)
         with self._tx():
             cursor = self.conn.execute(
                 "UPDATE runs SET status = ?, interruptions = interruptions + ?, updated_at = ?,"
@@ -391,11 +391,12 @@ class SQLiteStore(SQLiteReads):
             cost = self.prices.cost(call.model, call.input_tokens, call.output_tokens)
             self.conn.execute(
                 "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
-                " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at,"
+                " host, retry, error_class)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc.run_id, doc.id, work.step, work.attempt, call.provider, call.model,
                  call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
-                 call.error, now_iso()),
+                 call.error, now_iso(), call.host, call.retry, call.error_class),
             )  # fmt: skip
             totals["input_tokens"] += call.input_tokens
             totals["output_tokens"] += call.output_tokens
@@ -473,21 +474,29 @@ class SQLiteStore(SQLiteReads):
             else:
                 self._set_doc(doc.id, DocStatus.PENDING)
 
-    def abandon(self, owner: Owner, works: Sequence[Work], why: str) -> None:
-        """Give back steps that were in flight when the session stopped."""
+    def abandon(
+        self, owner: Owner, works: Sequence[Work], why: str, calls: Sequence[CallRecord] = ()
+    ) -> None:
+        """Give back steps that were in flight when the session stopped.
+
+        ``calls`` are the attempts the (single) abandoned step had made: a paused or
+        halted run still records what they cost."""
         with self._tx():
             for work in works:
                 self._check_running(owner, work)
+                cost = self._record_calls(work, calls) if calls else {}
                 doc = work.document
-                self._abandon(doc.run_id, doc.id, work.step, work.attempt, why)
+                self._abandon(doc.run_id, doc.id, work.step, work.attempt, why, cost)
 
-    def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str) -> None:
+    def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str,
+                 cost: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.conn.execute(
             "UPDATE steps SET status = ? WHERE doc_id = ? AND step = ?",
             (StepStatus.ABANDONED, doc_id, step),
         )
         self._set_doc(doc_id, DocStatus.PENDING)
-        self._event(run_id, "step_abandoned", {"attempt": attempt, "why": why}, doc_id, step)
+        data = {"attempt": attempt, "why": why, **(cost or {})}
+        self._event(run_id, "step_abandoned", data, doc_id, step)
 
     def _set_doc(self, doc_id: int, status: DocStatus) -> None:
         self.conn.execute(
