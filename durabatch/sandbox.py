@@ -59,20 +59,24 @@ class _Worker:
 class ParserPool:
     """Hands each extraction to an idle worker process, under a deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int | None = None) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._closed = False
+        # parsing is CPU-bound: more processes than cores only makes each start slower
+        self._slots = threading.BoundedSemaphore(size or os.cpu_count() or 1)
 
     def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
-        worker = self._checkout()
-        try:
-            return self._extract(worker, path, max_bytes, timeout)
-        except BaseException:
-            if self._closed:  # the run is stopping: not the document's fault
-                raise Cancelled(f"parsing {path} was stopped by the shutdown") from None
-            raise
+        """Parse in a worker; the deadline starts when a worker has the file."""
+        with self._slots:
+            worker = self._checkout()
+            try:
+                return self._extract(worker, path, max_bytes, timeout)
+            except BaseException:
+                if self._closed:  # the run is stopping: not the document's fault
+                    raise Cancelled(f"parsing {path} was stopped by the shutdown") from None
+                raise
 
     def _extract(self, worker: _Worker, path: Path, max_bytes: int, timeout: float) -> Extracted:
         try:

@@ -17,6 +17,7 @@ HTTP outcome maps to one error class, so what happens next is a type check:
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,8 @@ ENTITIES_PROMPT = (
 JSON_ASKS = 3  # a model that keeps answering non-JSON fails the document after this
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FORMATS = ("json_schema", "json_object", "plain")
+# how servers word a refused response_format (vLLM, llama.cpp, Ollama, OpenAI proxies)
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|format", re.I)
 
 
 class _FormatRejected(Exception):
@@ -72,6 +75,7 @@ class OpenAIProvider:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self._secret = api_key
         self.host = httpx.URL(base_url).host
         self.policy = policy or RetryPolicy()
         self.gate = RateGate(self.policy)
@@ -87,6 +91,10 @@ class OpenAIProvider:
 
     def close(self) -> None:
         self.client.close()
+
+    def scrub(self, text: str) -> str:
+        """Server text with our key cut out: some servers echo it in their errors."""
+        return text.replace(self._secret, "[key]") if self._secret else text
 
     def window_tokens(self, model: str) -> int:
         return model_window(model)
@@ -157,7 +165,7 @@ class OpenAIProvider:
     def _refuse(self, response: httpx.Response, record: _Recorder, model: str,
                 body: dict[str, Any]) -> str:  # fmt: skip
         status = response.status_code
-        code, message = _error_of(response)
+        code, message = (self.scrub(text) for text in _error_of(response))
         record(status, f"HTTP{status}", message, usage=None)
         calls = record.calls
         if status == 429 and "insufficient_quota" in code:
@@ -184,7 +192,7 @@ class OpenAIProvider:
             raise HaltError(f"{self.url} was not found (HTTP 404); check --base-url", calls)
         if "context_length" in code or "context length" in message.lower():
             raise DocumentError(Reason.CONTEXT_LENGTH, f"too long for {model}: {message}", calls)
-        if "response_format" in body and "response_format" in (code + message):
+        if "response_format" in body and _FORMAT_WORDS.search(code + message):
             raise _FormatRejected(message)
         raise DocumentError(Reason.BAD_REQUEST, f"HTTP {status}: {message}", calls)
 
