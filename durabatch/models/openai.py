@@ -82,7 +82,10 @@ class OpenAIProvider:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(
             headers=headers,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            # every phase bounded: a silent server costs at most read_timeout per attempt
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+            ),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             transport=transport,
         )
