@@ -107,7 +107,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         name = f"DURABATCH_{f.name.upper()}"
         if env.get(name) and f.name != "api_key":
             values[f.name] = _typed(f.name, env[name], name)
-    key = env.get("DURABATCH_API_KEY") or env.get("OPENAI_API_KEY")
+    name = "DURABATCH_API_KEY" if env.get("DURABATCH_API_KEY") else "OPENAI_API_KEY"
+    key = (env.get(name) or "").strip()  # a key pasted from a file often ends in a newline
+    if any(c.isspace() or not c.isprintable() for c in key):
+        raise UsageError(f"{name} contains spaces or control characters; set it to the key alone")
     if key:
         values["api_key"] = key
     return values
@@ -137,6 +140,10 @@ _KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settin
 def _validate(settings: Settings) -> None:
     if settings.provider not in ("local", "openai"):
         raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
+    if settings.base_url and not settings.base_url.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--base-url must start with http:// or https://, not {settings.base_url!r}"
+        )
     if settings.provider == "openai" and not settings.base_url:
         raise UsageError(
             "--provider openai needs --base-url (or DURABATCH_BASE_URL), e.g. "

@@ -94,14 +94,19 @@ class _Partial:
 
 class Engine:
     def __init__(
-        self, store: Store, settings: Settings, provider: Provider, observer: Observer
+        self,
+        store: Store,
+        settings: Settings,
+        provider: Provider,
+        observer: Observer,
+        draining: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.provider = provider
         self.observer = observer
         self.parsers = ParserPool()
-        self.draining = threading.Event()
+        self.draining = draining or threading.Event()
         self._results: queue.Queue[_Finished | _Partial] = queue.Queue()
         self._tasks: queue.Queue[Work] = queue.Queue()
         self._inflight: dict[int, Work] = {}
@@ -139,9 +144,11 @@ class Engine:
         return Outcome(run.id, status, counts, code)
 
     def _stop_with(self, error: HaltError | NotFinished) -> None:
-        """The first halt or pause wins; the run drains as if signalled."""
-        if self._stopped_by is None:
+        """The first halt (else the first pause) wins; the run drains as if signalled."""
+        first = self._stopped_by is None
+        if first or (isinstance(error, HaltError) and isinstance(self._stopped_by, NotFinished)):
             self._stopped_by = error
+        if first:
             self.drain(type(error).__name__)
 
     def drain(self, reason: str = "stop requested") -> None:
@@ -252,7 +259,7 @@ class Engine:
 
     def _fail(self, owner: Owner, work: Work, error: BaseException) -> None:
         if isinstance(error, Cancelled):
-            self.store.abandon(owner, [work], str(error))
+            self.store.abandon(owner, [work], str(error), error.calls)
             return
         if isinstance(error, HaltError | NotFinished):
             self.store.abandon(owner, [work], error.message, error.calls)
@@ -371,8 +378,9 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
     """Process a run to its end, or until a signal drains it."""
     from durabatch.models import make_provider
 
-    provider = make_provider(settings)
-    engine = Engine(store, settings, provider, observer)
+    stopping = threading.Event()
+    provider = make_provider(settings, stopping)
+    engine = Engine(store, settings, provider, observer, draining=stopping)
     try:
         with drain_on_signals(engine):
             return engine.process(run)

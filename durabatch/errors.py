@@ -55,6 +55,7 @@ class Reason(StrEnum):
     INVALID_JSON = "invalid_model_json"
     BAD_REQUEST = "bad_request"
     TRUNCATED = "truncated_reply"
+    REFUSED = "model_refused"
     ERROR = "error"
 
 
@@ -137,3 +138,7 @@ class DocumentSkipped(DocumentError):
 
 class Cancelled(Exception):
     """A step stopped because the run is shutting down; it is no document's fault."""
+
+    def __init__(self, message: str, calls: Sequence[CallRecord] = ()) -> None:
+        super().__init__(message)
+        self.calls = tuple(calls)

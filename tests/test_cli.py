@@ -391,3 +391,14 @@ def test_openai_provider_without_base_url_is_refused_before_a_run_is_created(
     assert not Path("durabatch.db").exists()
     result = invoke("run", str(sample_docs), "--provider", "openai", "--base-url", "http://x/v1")
     assert result.exit_code == 2 and "needs --model" in result.stderr
+
+
+def test_an_api_key_with_a_trailing_newline_is_trimmed_and_one_with_spaces_refused(
+    sample_docs: Path,
+) -> None:
+    from durabatch.config import load
+
+    assert load({}, env={"DURABATCH_API_KEY": "sk-abc\n"}).api_key == "sk-abc"
+    result = invoke("run", str(sample_docs), env={"OPENAI_API_KEY": "sk abc"})
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY contains spaces" in result.stderr and "sk abc" not in result.output

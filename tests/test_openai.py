@@ -7,6 +7,7 @@ real ``durabatch`` command line against the same server and reads the SQLite fil
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
@@ -48,6 +49,7 @@ from fakeapi import (
 
 from durabatch.errors import (
     AuthError,
+    Cancelled,
     DocumentError,
     ModelNotFound,
     ProviderOutage,
@@ -398,10 +400,9 @@ def test_rate_limit_headers_hold_back_the_next_call(api: FakeAPI, provider: Open
     "reply",
     [
         Reply(200, body="<html>upstream hiccup</html>"),
-        ok_content(""),
         Reply(200, body={"choices": []}),
     ],
-    ids=["not-json", "empty-content", "no-choices"],
+    ids=["not-json", "no-choices"],
 )
 def test_a_malformed_200_is_a_failed_attempt(api: FakeAPI, provider: OpenAIProvider,
                                              reply: Reply) -> None:  # fmt: skip
@@ -409,6 +410,17 @@ def test_a_malformed_200_is_a_failed_attempt(api: FakeAPI, provider: OpenAIProvi
     result = provider.summarize("text", MODEL)
     assert result.value == "fine"
     assert result.calls[0].error and result.calls[0].error_class and result.calls[1].ok
+
+
+@pytest.mark.parametrize("finish", ["stop", "content_filter"])
+def test_no_text_fails_only_that_document_and_is_not_retried(
+    api: FakeAPI, provider: OpenAIProvider, finish: str
+) -> None:
+    api.script(ok_content("", finish_reason=finish), ok_summary("never asked"))
+    with pytest.raises(DocumentError) as failed:
+        provider.summarize("text", MODEL)
+    assert failed.value.reason == Reason.REFUSED and finish in failed.value.message
+    assert len(api.completions()) == 1 and failed.value.calls[0].error_class == "EmptyReply"
 
 
 def test_403_is_an_auth_error(api: FakeAPI, provider: OpenAIProvider) -> None:
@@ -609,3 +621,68 @@ def test_cli_kill_mid_flight_never_repays_a_finished_step(ws: Workspace, tmp_pat
     assert set(asked) == expected
     assert {r["status"] for r in documents(ws).values()} == {"done"}
     assert ws.verify(ws.run_ids()[0]).popen.returncode == 0
+
+
+# -- review fixes: the less common shapes of failure ------------------------------------------
+
+
+def test_402_payment_required_pauses_like_insufficient_quota(
+    api: FakeAPI, provider: OpenAIProvider
+) -> None:
+    api.script(Reply(402, body={"error": {"message": "Insufficient Balance"}}))
+    with pytest.raises(QuotaExhausted, match="Insufficient Balance"):
+        provider.summarize("text", MODEL)
+    assert len(api.completions()) == 1
+
+
+def test_a_top_level_error_body_is_understood(api: FakeAPI, provider: OpenAIProvider) -> None:
+    body = {"object": "error", "message": "This model's maximum context length is 4096 tokens",
+            "code": 400}  # fmt: skip
+    api.script(Reply(400, body=body))
+    with pytest.raises(DocumentError) as failed:
+        provider.summarize("text", MODEL)
+    assert failed.value.reason == Reason.CONTEXT_LENGTH
+
+
+def test_an_unrelated_400_does_not_give_up_structured_output(
+    api: FakeAPI, provider: OpenAIProvider
+) -> None:
+    api.script(Reply(400, body={"error": {"message": "wrong number format in field x"}}))
+    with pytest.raises(DocumentError) as failed:
+        provider.entities("text", MODEL)
+    assert failed.value.reason == Reason.BAD_REQUEST
+    api.script(ok_entities([{"text": "ACME", "type": "ORG"}]))
+    provider.entities("text", MODEL)
+    assert "json_schema" in json.dumps(api.completions()[-1]["json"]["response_format"])
+
+
+def test_an_undecodable_body_is_retried(api: FakeAPI, provider: OpenAIProvider) -> None:
+    broken = Reply(200, headers={"content-encoding": "gzip"}, body=b"not gzip at all")
+    api.script(broken, ok_summary("fine"))
+    reply = provider.summarize("text", MODEL)
+    assert reply.value == "fine" and reply.calls[0].error_class == "DecodingError"
+
+
+def test_a_drain_stops_retrying_and_keeps_the_attempts(api: FakeAPI, fake_time: FakeTime) -> None:
+    stopping = {"now": False}
+
+    def sleep(seconds: float) -> None:
+        stopping["now"] = True  # the drain starts while we wait
+
+    policy = RetryPolicy(sleep=sleep, clock=fake_time.clock, cancelled=lambda: stopping["now"])
+    provider = OpenAIProvider(base_url=api.base_url, api_key=KEY, policy=policy)
+    api.script(server_error(503), server_error(503), ok_summary("too late"))
+    with pytest.raises(Cancelled) as cancelled:
+        provider.summarize("text", MODEL)
+    provider.close()
+    assert len(api.completions()) == 1 and len(cancelled.value.calls) == 1
+
+
+def test_a_key_the_server_echoes_never_reaches_a_message(
+    api: FakeAPI, provider: OpenAIProvider
+) -> None:
+    api.script(Reply(401, body={"error": {"message": f"Invalid API key: {KEY}"}}))
+    with pytest.raises(AuthError) as refused:
+        provider.summarize("text", MODEL)
+    assert KEY not in str(refused.value) and all(KEY not in (c.error or "") for c in
+                                                 refused.value.calls)  # fmt: skip

@@ -7,11 +7,13 @@ HTTP outcome maps to one error class, so what happens next is a type check:
     200 with a whole reply           -> the value
     429 rate limit, 5xx, timeouts,
     dropped or cut-off bodies        -> RetryableError (retry.py decides the wait)
-    429 insufficient_quota           -> QuotaExhausted: the run pauses (75)
+    429 insufficient_quota, 402      -> QuotaExhausted: the run pauses (75)
     401 / 403                        -> AuthError: the run halts (3)
     404 unknown model                -> ModelNotFound: the run halts (3)
     400 context length               -> DocumentError(context_length_exceeded)
-    400 other, finish_reason=length  -> DocumentError for this document only
+    400 other, finish_reason=length,
+    no text (e.g. content filter)    -> DocumentError for this document only
+    a drain while retrying           -> Cancelled: the step runs again on resume
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 
 from durabatch.errors import (
     AuthError,
+    Cancelled,
     DocumentError,
     HaltError,
     ModelNotFound,
@@ -53,7 +56,7 @@ JSON_ASKS = 3  # a model that keeps answering non-JSON fails the document after 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 FORMATS = ("json_schema", "json_object", "plain")
 # how servers word a refused response_format (vLLM, llama.cpp, Ollama, OpenAI proxies)
-_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|format", re.I)
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object", re.I)
 
 
 class _FormatRejected(Exception):
@@ -142,6 +145,8 @@ class OpenAIProvider:
         try:
             return self.policy.call(lambda n: self._attempt(body, model, calls, n))
         except RetryableError as exc:
+            if self.policy.cancelled():
+                raise Cancelled("the run is stopping; the call was not retried", calls) from exc
             spent = self.policy.clock() - started
             raise ProviderOutage(
                 f"{self.host} kept failing ({exc}) over {len(calls)} attempts in {spent:.0f}s; "
@@ -150,14 +155,23 @@ class OpenAIProvider:
             ) from exc
 
     def _attempt(self, body: dict[str, Any], model: str, calls: list[CallRecord], n: int) -> str:
+        if n > 1 and self.policy.cancelled():  # the drain began during the wait: send nothing
+            raise RetryableError("the run is stopping")
         self.gate.wait()
         record = _Recorder(self, model, n, calls)
         try:
             response = self.client.post(self.url, json=body)
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            record(None, type(exc).__name__, "the request could not be sent")
+            raise HaltError(
+                "the request could not be sent: check --base-url and that DURABATCH_API_KEY "
+                "holds only the key (no spaces or line breaks), then `durabatch resume`",
+                calls,
+            ) from exc
         except httpx.TimeoutException as exc:
             record(None, type(exc).__name__, f"no answer in time: {exc}")
             raise RetryableError(f"timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # refused, dropped, cut off, undecodable
             record(None, type(exc).__name__, str(exc) or type(exc).__name__)
             raise RetryableError(f"connection failed ({type(exc).__name__})") from exc
         self.gate.update(response.headers)
@@ -171,7 +185,7 @@ class OpenAIProvider:
         code, message = (self.scrub(text) for text in _error_of(response))
         record(status, f"HTTP{status}", message, usage=None)
         calls = record.calls
-        if status == 429 and "insufficient_quota" in code:
+        if status == 402 or (status == 429 and "insufficient_quota" in code):
             raise QuotaExhausted(
                 f"{self.host} says the account is out of quota ({message}); top it up, then "
                 "`durabatch resume`",
@@ -195,7 +209,8 @@ class OpenAIProvider:
             raise HaltError(f"{self.url} was not found (HTTP 404); check --base-url", calls)
         if "context_length" in code or "context length" in message.lower():
             raise DocumentError(Reason.CONTEXT_LENGTH, f"too long for {model}: {message}", calls)
-        if "response_format" in body and _FORMAT_WORDS.search(code + message):
+        refused_format = status in (400, 422) and _FORMAT_WORDS.search(code + message)
+        if "response_format" in body and refused_format:
             raise _FormatRejected(message)
         raise DocumentError(Reason.BAD_REQUEST, f"HTTP {status}: {message}", calls)
 
@@ -220,7 +235,7 @@ class _Recorder:
                 output_tokens=int(usage.get("completion_tokens") or 0),
                 latency_ms=(self.clock() - self.start) * 1000,
                 http_status=status,
-                error=error[:300] if error else None,
+                error=self.provider.scrub(error)[:300] if error else None,
                 error_class=error_class,
                 host=self.provider.host,
                 retry=self.retry,
@@ -247,8 +262,14 @@ def _content(response: httpx.Response, record: _Recorder, body: dict[str, Any]) 
             record.calls,
         )
     if not isinstance(content, str) or not content.strip():
-        record(200, "EmptyReply", "the reply had no text", usage)
-        raise RetryableError("the reply had no text")
+        finish = choice.get("finish_reason")
+        record(200, "EmptyReply", f"the reply had no text (finish_reason={finish})", usage)
+        raise DocumentError(
+            Reason.REFUSED,
+            f"the model answered no text for this document (finish_reason={finish}); "
+            "it may have been filtered - try another model",
+            record.calls,
+        )
     record(200, None, None, usage)
     return content
 
@@ -256,7 +277,8 @@ def _content(response: httpx.Response, record: _Recorder, body: dict[str, Any]) 
 def _error_of(response: httpx.Response) -> tuple[str, str]:
     """(code and type, message) from an error body, whatever shape the server uses."""
     try:
-        error = response.json().get("error") or {}
+        data = response.json()
+        error = data.get("error") or data  # older vLLM puts the error at the top level
     except (ValueError, AttributeError):
         return "", response.text[:200]
     if isinstance(error, str):

@@ -36,6 +36,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     random: Callable[[], float] = field(default=_random.random, repr=False)
+    cancelled: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     def wait_for(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -49,7 +50,7 @@ class RetryPolicy:
         start = self.clock()
 
         def give_up(state: RetryCallState) -> bool:
-            if state.attempt_number >= self.max_attempts:
+            if self.cancelled() or state.attempt_number >= self.max_attempts:
                 return True
             return self.clock() - start + self.wait_for(state) > self.max_total_seconds
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from durabatch.errors import DocumentError, Reason
+from durabatch.errors import Cancelled, DocumentError, DurabatchError, Reason
 from durabatch.models.base import CallRecord, Reply
 from durabatch.steps.context import StepContext
 from durabatch.store.records import Work
@@ -85,6 +85,10 @@ def _fitting(
             if again.reason == Reason.CONTEXT_LENGTH:
                 message = f"{again.message} (even after splitting the piece in two)"
                 raise DocumentError(again.reason, message, spent + list(again.calls)) from again
+            again.calls = (*spent, *again.calls)
+            raise
+        except (DurabatchError, Cancelled) as again:  # a pause or halt keeps what was spent
+            again.calls = (*spent, *again.calls)
             raise
         spent += reply.calls
         values.append(reply.value)
