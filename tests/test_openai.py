@@ -46,6 +46,7 @@ from fakeapi import (
     unauthorized,
     user_text,
 )
+from faketime import FakeTime
 
 from durabatch.errors import (
     AuthError,
@@ -62,21 +63,6 @@ from durabatch.models.retry import RetryPolicy
 
 MODEL = "gpt-5.4-mini"
 KEY = "sk-test"
-
-
-class FakeTime:
-    """A clock that only moves when the provider sleeps; every wait is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 @pytest.fixture

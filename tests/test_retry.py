@@ -6,23 +6,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from faketime import FakeTime
 
 from durabatch.errors import RetryableError
 from durabatch.models.entities_json import parse_entities
 from durabatch.models.retry import RateGate, RetryPolicy, parse_duration, retry_after
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 def policy(fake: FakeTime, **kwargs: float) -> RetryPolicy:
