@@ -22,6 +22,7 @@ from durabatch.pricing import PriceTable
 from durabatch.render import (
     PlainObserver,
     RichObserver,
+    cost_views,
     failures_table,
     run_detail,
     run_table,
@@ -215,6 +216,29 @@ def status(
             stdout_console().print(part)
     else:
         stdout_console().print(run_table(summaries))
+
+
+@app.command()
+def cost(
+    run_id: Annotated[str | None, typer.Argument(help="Run id; default: the latest run.")] = None,
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What a run cost by model, step and document; what failures wasted; what resume saved.
+
+    Example: durabatch cost 20261126T173512-ab12c3 --json
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        runs = store.list_runs()
+        if run_id is None and not runs:
+            raise UsageError("this database has no runs yet; start one with `durabatch run PATH`")
+        report = reports.cost_report(store, store.get_run(run_id) if run_id else runs[-1])
+    if json_:
+        print(json.dumps(report, indent=2))
+        return
+    for part in cost_views(report):
+        stdout_console().print(part)
 
 
 @app.command()

@@ -181,3 +181,33 @@ def dollars(value: float | None) -> str:
     if value is None:
         return "unknown"
     return f"${value:.4f}" if 0 < value < 1 else f"${value:.2f}"
+
+
+def cost_views(report: dict[str, Any]) -> list[Any]:
+    """The cost report as tables: where the money went, and what was wasted or saved."""
+    head = Table(title=f"cost of run {report['run_id']} ({report['status']})")
+    for name in ("", "calls", "input tokens", "output tokens", "dollars"):
+        head.add_column(name, justify="right" if name else "left")
+    for label, key in (("total", "total"), ("useful (committed)", "useful"),
+                       ("wasted (failed, retried, redone)", "wasted"),
+                       ("saved by resume", "saved_by_resume")):  # fmt: skip
+        head.add_row(label, *_spend_cells(report[key]))
+    head.caption = f"interruptions survived: {report['interruptions']}"
+    parts: list[Any] = [head]
+    for title, key, label in (("by model", "by_model", "model"), ("by step", "by_step", "step"),
+                              ("top documents", "top_documents", "path")):  # fmt: skip
+        table = Table(title=title)
+        for name in (label, "calls", "input tokens", "output tokens", "dollars"):
+            table.add_column(name, justify="left" if name == label else "right")
+        for row in report[key]:
+            table.add_row(str(row.get(label) or ""), *_spend_cells(row))
+        parts.append(table)
+    return parts
+
+
+def _spend_cells(row: dict[str, Any]) -> list[str]:
+    dollars_text = dollars(row.get("cost_usd"))
+    if row.get("unpriced_calls"):
+        dollars_text += f" ({row['unpriced_calls']} calls without a price)"
+    return [str(row.get("calls", 0)), f"{row.get('input_tokens', 0):,}",
+            f"{row.get('output_tokens', 0):,}", dollars_text]  # fmt: skip

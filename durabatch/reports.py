@@ -25,11 +25,56 @@ def cost_summary(store: Store, run_id: str) -> dict[str, Any]:
         by_model[row["model"]] = row
         known += row["cost_usd"] or 0.0
         unpriced += row["unpriced_calls"]
+    (wasted,) = store.spend(run_id, kept=False)
     return {
         "total_usd": None if unpriced else known,
         "known_usd": known,
         "unpriced_calls": unpriced,
+        "wasted_usd": _dollars(wasted)["cost_usd"],
         "by_model": by_model,
+    }
+
+
+TOP_DOCUMENTS = 10
+
+
+def _dollars(row: dict[str, Any]) -> dict[str, Any]:
+    """A spend row whose dollars are unknown (None) when any of its calls had no price."""
+    calls = row.get("calls") or 0
+    known = row.get("cost_usd") or 0.0
+    return {
+        **{k: (v if v is not None else 0) for k, v in row.items()},
+        "calls": calls,
+        "cost_usd": None if row.get("unpriced_calls") else known,
+        "known_usd": known,
+    }
+
+
+def cost_report(store: Store, run: Run) -> dict[str, Any]:
+    """What a run cost, by model, step and document; what was wasted; what resuming saved.
+
+    Every figure is a sum over rows of ``model_calls``: "useful" are the calls whose
+    answer was committed, "wasted" the rest (failed attempts, retries, calls whose
+    step was abandoned by a crash or a drain and made again)."""
+    sessions = store.sessions(run.id)
+    last_start = sessions[-1].started_at if len(sessions) > 1 else None
+    (total,) = store.spend(run.id)
+    (useful,) = store.spend(run.id, kept=True)
+    (wasted,) = store.spend(run.id, kept=False)
+    saved = store.spend(run.id, kept=True, before=last_start)[0] if last_start else {}
+    return {
+        "run_id": run.id,
+        "status": run.status.value,
+        "interruptions": run.interruptions,
+        "total": _dollars(total),
+        "useful": _dollars(useful),
+        "wasted": _dollars(wasted),
+        "saved_by_resume": _dollars(saved),
+        "by_model": [_dollars(r) for r in store.spend(run.id, by="model")],
+        "by_step": [_dollars(r) for r in store.spend(run.id, by="step")],
+        "top_documents": [
+            _dollars(r) for r in store.spend(run.id, by="document", limit=TOP_DOCUMENTS)
+        ],
     }
 
 

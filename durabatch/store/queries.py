@@ -97,12 +97,38 @@ def counts(conn: sqlite3.Connection, run_id: str) -> Counts:
     return result
 
 
+SPEND = (
+    "COUNT(*) AS calls, SUM(c.error IS NOT NULL) AS failed_calls,"
+    " SUM(c.input_tokens) AS input_tokens, SUM(c.output_tokens) AS output_tokens,"
+    " SUM(c.cost_usd) AS cost_usd, SUM(c.cost_usd IS NULL) AS unpriced_calls"
+)
+
+
+def spend(
+    conn: sqlite3.Connection,
+    run_id: str,
+    *,
+    by: str | None = None,
+    where: str = "",
+    params: tuple[Any, ...] = (),
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Calls, tokens and dollars of a run's model calls, optionally grouped.
+
+    ``by`` is one of the fixed groupings below, never user text."""
+    groups = {
+        None: ("", ""),
+        "model": ("c.provider, c.model,", "GROUP BY c.provider, c.model ORDER BY c.model"),
+        "step": ("c.step,", "GROUP BY c.step ORDER BY c.step"),
+        "document": ("d.path,", "GROUP BY c.doc_id ORDER BY SUM(c.cost_usd) DESC, d.seq"),
+    }
+    columns, grouping = groups[by]
+    sql = (
+        f"SELECT {columns} {SPEND} FROM model_calls c LEFT JOIN documents d ON d.id = c.doc_id"
+        f" WHERE c.run_id = ? {where} {grouping}" + (f" LIMIT {int(limit)}" if limit else "")
+    )
+    return [dict(row) for row in conn.execute(sql, (run_id, *params)).fetchall()]
+
+
 def cost_by_model(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT provider, model, COUNT(*) AS calls, SUM(error IS NOT NULL) AS failed_calls,"
-        " SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,"
-        " SUM(cost_usd) AS cost_usd, SUM(cost_usd IS NULL) AS unpriced_calls"
-        " FROM model_calls WHERE run_id = ? GROUP BY provider, model ORDER BY model",
-        (run_id,),
-    ).fetchall()
-    return [dict(row) for row in rows]
+    return spend(conn, run_id, by="model")

@@ -66,6 +66,25 @@ class SQLiteReads:
     def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
         return queries.cost_by_model(self.conn, run_id)
 
+    def spend(
+        self,
+        run_id: str,
+        *,
+        by: str | None = None,
+        kept: bool | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Model-call spend: grouped ``by`` model, step or document; only calls whose
+        answer was (``kept=True``) or was not committed; only calls made ``before``."""
+        where = ""
+        params: tuple[Any, ...] = ()
+        if kept is not None:
+            where, params = " AND c.kept = ?", (int(kept),)
+        if before is not None:
+            where, params = where + " AND c.at < ?", (*params, before)
+        return queries.spend(self.conn, run_id, by=by, where=where, params=params, limit=limit)
+
     def integrity_check(self) -> list[str]:
         rows = self.conn.execute("PRAGMA integrity_check").fetchall()
         problems = [row[0] for row in rows if row[0] != "ok"]

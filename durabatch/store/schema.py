@@ -152,3 +152,10 @@ def m002_call_attempts(db: Database) -> None:
         "ALTER TABLE model_calls ADD COLUMN error_class TEXT",
     ):
         db.execute(statement)
+
+
+@migrations(name="m003_call_kept")
+def m003_call_kept(db: Database) -> None:
+    """Whether a call's answer was committed (as a step result or a chunk's partial):
+    the calls that were not are what failures, retries and crashes wasted."""
+    db.execute("ALTER TABLE model_calls ADD COLUMN kept INTEGER NOT NULL DEFAULT 0")

@@ -371,7 +371,7 @@ class SQLiteStore(SQLiteReads):
                 "INSERT INTO partials (doc_id, step, idx, output) VALUES (?, ?, ?, ?)",
                 (doc.id, work.step, index, json.dumps(output, ensure_ascii=False)),
             )
-            cost = self._record_calls(work, calls)
+            cost = self._record_calls(work, calls, kept=True)
             data = {"index": index, "output": output, **cost}
             self._event(doc.run_id, "partial_saved", data, doc.id, work.step)
 
@@ -383,8 +383,12 @@ class SQLiteStore(SQLiteReads):
         if row is None or row[0] != StepStatus.RUNNING or row[1] != owner.session_id:
             raise StoreError(f"{work.step} of {work.document.path} is no longer ours")
 
-    def _record_calls(self, work: Work, calls: Sequence[CallRecord]) -> dict[str, Any]:
-        """Insert one row per model call; add their tokens and dollars to the step."""
+    def _record_calls(
+        self, work: Work, calls: Sequence[CallRecord], *, kept: bool = False
+    ) -> dict[str, Any]:
+        """Insert one row per model call; add their tokens and dollars to the step.
+
+        ``kept``: the answers are being committed; a failed attempt never is."""
         totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0}
         doc = work.document
         for call in calls:
@@ -392,11 +396,12 @@ class SQLiteStore(SQLiteReads):
             self.conn.execute(
                 "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
                 " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at,"
-                " host, retry, error_class)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " host, retry, error_class, kept)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc.run_id, doc.id, work.step, work.attempt, call.provider, call.model,
                  call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
-                 call.error, now_iso(), call.host, call.retry, call.error_class),
+                 call.error, now_iso(), call.host, call.retry, call.error_class,
+                 int(kept and call.ok)),
             )  # fmt: skip
             totals["input_tokens"] += call.input_tokens
             totals["output_tokens"] += call.output_tokens
@@ -419,7 +424,7 @@ class SQLiteStore(SQLiteReads):
         """Commit a step's result; claim the next step (or leave it pending), or finish."""
         doc = work.document
         with self._tx():
-            cost = self._record_calls(work, result.calls)
+            cost = self._record_calls(work, result.calls, kept=True)
             cursor = self.conn.execute(
                 "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
