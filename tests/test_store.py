@@ -162,7 +162,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "s.db") as conn:
         names = conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
         mode = conn.execute("PRAGMA journal_mode").fetchone()
-    assert names == [("m001_initial",), ("m002_call_attempts",)]
+    assert names == [("m001_initial",), ("m002_call_attempts",), ("m003_call_kept",)]
     assert mode == ("wal",)
 
 
