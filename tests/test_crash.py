@@ -212,7 +212,10 @@ def test_a_parse_longer_than_the_grace_does_not_delay_the_drain(ws: Workspace) -
     children = children_of(proc.pid)
     assert proc.wait(60) == NOT_FINISHED, proc.describe()
     assert time.monotonic() - sent < 1 + 10, "the parser must be abandoned when the grace ends"
-    assert not any(alive(pid) for pid in children), "the abandoned parser must be killed"
+    deadline = time.monotonic() + 10  # killed at once; the kernel may take a moment to reap
+    while any(alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "the abandoned parser must be killed"
+        time.sleep(0.05)
     events = log.refresh()
     assert has_step_event(events, "step_abandoned", "in/huge.html", "extract")
     [run_id] = ws.run_ids()
