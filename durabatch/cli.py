@@ -18,7 +18,7 @@ import typer
 from durabatch import config, discovery, reports
 from durabatch.engine import Observer, Outcome, process_run
 from durabatch.errors import DurabatchError, ExitCode, UsageError
-from durabatch.pricing import PriceTable
+from durabatch.pricing import read_price_file
 from durabatch.render import (
     PlainObserver,
     RichObserver,
@@ -82,7 +82,7 @@ def _settings(**flags: Any) -> config.Settings:
 
 
 def _store(settings: config.Settings, *, create: bool = False) -> Store:
-    return open_store(settings.db, PriceTable.shipped(), create=create)
+    return open_store(settings.db, create=create)
 
 
 def _observer(run_id: str) -> Observer:
@@ -138,6 +138,13 @@ def run(
     max_input_tokens: Annotated[
         int | None, typer.Option(help="Tokens per model call; longer text is chunked.")
     ] = None,
+    price_provider: Annotated[
+        str | None,
+        typer.Option(help="Whose prices apply (e.g. openai, gmi); default: from the URL."),
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option(help="TOML or JSON file of prices per 1M tokens, by model.")
+    ] = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
@@ -153,6 +160,7 @@ def run(
             entities_model=entities_model, base_url=base_url, concurrency=concurrency,
             grace=grace, extract_timeout=extract_timeout, include=include or (),
             exclude=exclude or (), max_input_tokens=max_input_tokens, read_timeout=read_timeout,
+            price_provider=price_provider, prices=read_price_file(prices) if prices else None,
         )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)

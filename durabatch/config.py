@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from durabatch.errors import UsageError
+from durabatch.pricing import parse_prices
 
 CONFIG_FILE = "durabatch.toml"
 DEFAULT_DB = "durabatch.db"
@@ -24,7 +25,7 @@ DEFAULT_DB = "durabatch.db"
 # max_input_tokens too: saved partial results are only valid for the chunking that made them
 RUN_SETTINGS = (
     "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
-    "max_input_tokens",
+    "max_input_tokens", "price_provider", "prices",
 )  # fmt: skip
 
 
@@ -38,6 +39,9 @@ class Settings:
     base_url: str | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    price_provider: str | None = None
+    # {model or "provider/model": {input, output, cached_input}} in dollars per 1M tokens
+    prices: dict[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = 4
     grace: float = 25.0
@@ -94,7 +98,7 @@ def _from_toml(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}; fix or remove it") from exc
     known = {f.name for f in fields(Settings)} - {"api_key"}
-    values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
+    values = {k.replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; remove them")
@@ -127,9 +131,13 @@ def _typed(name: str, value: Any, where: str) -> Any:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             with contextlib.suppress(ValueError):
                 return _NUMBERS[kind](value)
+    elif kind == "dict":
+        if isinstance(value, dict):
+            return value
     elif isinstance(value, str):
         return value
-    expected = {"int": "a whole number", "float": "a number", "tuple": "a list of globs"}
+    expected = {"int": "a whole number", "float": "a number", "tuple": "a list of globs",
+                "dict": "a table"}  # fmt: skip
     raise UsageError(f"{where} must be {expected.get(kind, 'text')}, not {value!r}")
 
 
@@ -138,6 +146,7 @@ _KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settin
 
 
 def _validate(settings: Settings) -> None:
+    parse_prices(settings.prices, "prices")  # a bad price fails before any run starts
     if settings.provider not in ("local", "openai"):
         raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
     if settings.base_url and not settings.base_url.startswith(("http://", "https://")):

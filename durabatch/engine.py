@@ -33,6 +33,7 @@ from durabatch import discovery
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
 from durabatch.models.base import CallRecord, Provider
+from durabatch.pricing import PriceBook, parse_prices
 from durabatch.sandbox import ParserPool
 from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
@@ -379,6 +380,7 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
     from durabatch.models import make_provider
 
     stopping = threading.Event()
+    store.prices = PriceBook(parse_prices(settings.prices, "your prices"), settings.price_provider)
     provider = make_provider(settings, stopping)
     engine = Engine(store, settings, provider, observer, draining=stopping)
     try:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from durabatch.cli import app
 
 MODEL = "gpt-5.4-mini"
-PER_CALL = (100 * 0.40 + 20 * 2.50) / 1_000_000  # the fake's usage at the shipped price
+PER_CALL = (100 * 0.40 + 20 * 2.50) / 1_000_000  # the fake's usage at GMI's shipped price
 
 
 def test_cost_of_a_local_run_is_zero_and_all_useful(sample_docs: Path) -> None:
@@ -45,7 +45,8 @@ def test_a_killed_and_retried_run_shows_waste_and_what_resume_saved(tmp_path: Pa
     for n in range(1, 9):
         (folder / f"doc_{n}.txt").write_text(f"DOC-{n} The harbour board met on {n} May 2025.")
     ws = Workspace(tmp_path, extra_env={"DURABATCH_API_KEY": "sk-test"})
-    args = ["run", "in", "--provider", "openai", "--model", MODEL, "--concurrency", "2"]
+    args = ["run", "in", "--provider", "openai", "--model", MODEL, "--concurrency", "2",
+            "--price-provider", "gmi"]  # fmt: skip
     try:
         with FakeAPI(latency=0.2) as api:
             proc = ws.spawn(*args, "--base-url", api.base_url)

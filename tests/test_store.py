@@ -12,7 +12,7 @@ import pytest
 from durabatch.errors import RunOwnedError, StoreError
 from durabatch.events import replay
 from durabatch.models.base import CallRecord
-from durabatch.pricing import PriceTable
+from durabatch.pricing import PriceBook
 from durabatch.store.records import (
     DocStatus,
     NewDocument,
@@ -30,7 +30,7 @@ TTL = 30.0
 
 
 def open_store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "s.db", PriceTable.shipped())
+    return SQLiteStore(tmp_path / "s.db")
 
 
 def new_run(store: SQLiteStore, n: int = 3) -> str:
@@ -41,8 +41,9 @@ def new_run(store: SQLiteStore, n: int = 3) -> str:
     return run.id
 
 
-def call(model: str = "local") -> CallRecord:
-    return CallRecord("local", model, input_tokens=100, output_tokens=20, latency_ms=1.0)
+def call(model: str = "local", engine: str = "local", cached: int = 0) -> CallRecord:
+    return CallRecord(engine, model, input_tokens=100, output_tokens=20, latency_ms=1.0,
+                      host="127.0.0.1", cached_tokens=cached)  # fmt: skip
 
 
 def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -> None:
@@ -162,7 +163,9 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "s.db") as conn:
         names = conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
         mode = conn.execute("PRAGMA journal_mode").fetchone()
-    assert names == [("m001_initial",), ("m002_call_attempts",), ("m003_call_kept",)]
+    assert [n for (n,) in names] == [
+        "m001_initial", "m002_call_attempts", "m003_call_kept", "m004_call_prices",
+    ]  # fmt: skip
     assert mode == ("wal",)
 
 
@@ -171,9 +174,30 @@ def test_unknown_prices_are_unknown_not_zero(tmp_path: Path) -> None:
     run_id = new_run(store, 1)
     owner = store.acquire(run_id, TTL)
     (work,) = store.start_steps(owner, store.pending_documents(run_id, 1))
-    result = StepResult({}, calls=(call("mystery-model"),))
+    result = StepResult({}, calls=(call("mystery-model", "openai"),))
     store.complete_step(owner, work, result, claim_next=False)
     (row,) = store.cost_by_model(run_id)
     assert row["cost_usd"] is None and row["unpriced_calls"] == 1
     (state,) = store.step_states(run_id)
     assert state.unpriced_calls == 1
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rates = conn.execute("SELECT input_price, output_price, price_source FROM model_calls")
+        assert rates.fetchall() == [(None, None, "unknown price")]
+
+
+def test_each_call_keeps_the_rates_it_was_charged_at(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.prices = PriceBook(provider="gmi")
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 1))
+    result = StepResult({}, calls=(call("openai/gpt-5.4-mini", "openai"),
+                                   call("deepseek-ai/DeepSeek-V4-Pro", "openai")))  # fmt: skip
+    store.complete_step(owner, work, result, claim_next=False)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rows = conn.execute(
+            "SELECT input_price, output_price, price_source, cost_usd FROM model_calls ORDER BY id"
+        ).fetchall()
+    assert rows[0] == ("0.40", "2.50", "durabatch table (gmi)", (100 * 0.40 + 20 * 2.50) / 1e6)
+    # GMI publishes only DeepSeek-V4-Pro's input rate: with output tokens the cost is unknown
+    assert rows[1] == ("1.39", None, "durabatch table (gmi)", None)

@@ -40,6 +40,7 @@ class CallRecord:
     error_class: str | None = None
     host: str | None = None
     retry: int = 1
+    cached_tokens: int = 0  # input tokens the API says it served from its cache
 
     @property
     def ok(self) -> bool:

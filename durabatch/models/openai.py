@@ -232,6 +232,9 @@ class _Recorder:
                 provider=self.provider.name,
                 model=self.model,
                 input_tokens=int(usage.get("prompt_tokens") or 0),
+                cached_tokens=int(
+                    (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+                ),
                 output_tokens=int(usage.get("completion_tokens") or 0),
                 latency_ms=(self.clock() - self.start) * 1000,
                 http_status=status,

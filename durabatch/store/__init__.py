@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from durabatch.errors import UsageError
-from durabatch.pricing import PriceTable
 from durabatch.store.base import Store
 from durabatch.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "open_store"]
 
 
-def open_store(db: str, prices: PriceTable, *, create: bool = True) -> Store:
+def open_store(db: str, *, create: bool = True) -> Store:
     """Open the store named by ``--db``: a file path today."""
     if "://" in db:
         raise UsageError(
             f"--db {db.split('://')[0]}://... is not supported yet; use a SQLite file path"
         )
-    return SQLiteStore(Path(db), prices, create=create)
+    return SQLiteStore(Path(db), create=create)

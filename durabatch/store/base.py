@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from durabatch.artifacts import ArtifactStore
 from durabatch.models.base import CallRecord
+from durabatch.pricing import PriceBook
 from durabatch.store.records import (
     Counts,
     Document,
@@ -32,6 +33,7 @@ from durabatch.store.records import (
 
 class Store(Protocol):
     artifacts: ArtifactStore
+    prices: PriceBook
 
     def own_files(self) -> list[Path]: ...
     def snapshot(self) -> AbstractContextManager[None]: ...

@@ -159,3 +159,16 @@ def m003_call_kept(db: Database) -> None:
     """Whether a call's answer was committed (as a step result or a chunk's partial):
     the calls that were not are what failures, retries and crashes wasted."""
     db.execute("ALTER TABLE model_calls ADD COLUMN kept INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations(name="m004_call_prices")
+def m004_call_prices(db: Database) -> None:
+    """Each call keeps the rates it was charged at (exact decimal text) and their source."""
+    for statement in (
+        "ALTER TABLE model_calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE model_calls ADD COLUMN input_price TEXT",
+        "ALTER TABLE model_calls ADD COLUMN output_price TEXT",
+        "ALTER TABLE model_calls ADD COLUMN cached_price TEXT",
+        "ALTER TABLE model_calls ADD COLUMN price_source TEXT",
+    ):
+        db.execute(statement)

@@ -33,7 +33,7 @@ from durabatch.artifacts import ArtifactStore
 from durabatch.clock import epoch, now_iso
 from durabatch.errors import RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
-from durabatch.pricing import PriceTable
+from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
 from durabatch.store.connection import connect, create_private, write_error
 from durabatch.store.locks import RunLocks, pid_alive
@@ -55,9 +55,10 @@ from durabatch.store.schema import migrations
 
 
 class SQLiteStore(SQLiteReads):
-    def __init__(self, path: Path, prices: PriceTable, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        self.prices = prices
+        # the engine swaps in the run's own book (its --price-provider and user prices)
+        self.prices = PriceBook()
         if not path.exists():
             if not create:
                 raise UsageError(
@@ -392,16 +393,23 @@ class SQLiteStore(SQLiteReads):
         totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0}
         doc = work.document
         for call in calls:
-            cost = self.prices.cost(call.model, call.input_tokens, call.output_tokens)
+            price = self.prices.price(call.provider, call.host, call.model)
+            exact = (
+                price.cost(call.input_tokens, call.output_tokens, call.cached_tokens)
+                if price
+                else None
+            )
+            cost = None if exact is None else float(exact)
             self.conn.execute(
                 "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
                 " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at,"
-                " host, retry, error_class, kept)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " host, retry, error_class, kept, cached_tokens, input_price, output_price,"
+                " cached_price, price_source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc.run_id, doc.id, work.step, work.attempt, call.provider, call.model,
                  call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
                  call.error, now_iso(), call.host, call.retry, call.error_class,
-                 int(kept and call.ok)),
+                 int(kept and call.ok), call.cached_tokens, *_rates(price)),
             )  # fmt: skip
             totals["input_tokens"] += call.input_tokens
             totals["output_tokens"] += call.output_tokens
@@ -518,6 +526,14 @@ class SQLiteStore(SQLiteReads):
         )
         data = {"status": status, "reason": reason, "error": error}
         self._event(doc.run_id, "document_finished", data, doc.id)
+
+
+def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """The unit prices a call was charged at, as exact decimal text, and their source."""
+    if price is None:
+        return None, None, None, "unknown price"
+    rates = (price.input, price.output, price.cached_input)
+    return (*(None if r is None else str(r) for r in rates), price.source)  # type: ignore[return-value]
 
 
 def _new_run_id() -> str:
