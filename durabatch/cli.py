@@ -23,7 +23,6 @@ from durabatch.render import (
     PlainObserver,
     RichObserver,
     cost_views,
-    failures_table,
     run_detail,
     run_table,
     stderr_console,
@@ -357,4 +356,4 @@ def main() -> None:
         raise SystemExit(ExitCode.HALTED) from None
 
 
-__all__ = ["app", "failures_table", "main"]
+__all__ = ["app", "main"]

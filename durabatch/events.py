@@ -13,8 +13,6 @@ from typing import Any
 
 from durabatch.store.records import DocStatus, Event, RunStatus, Step, StepStatus
 
-COST_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
-
 
 @dataclass
 class State:

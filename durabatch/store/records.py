@@ -25,9 +25,6 @@ class DocStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-TERMINAL = frozenset({DocStatus.DONE, DocStatus.FAILED, DocStatus.SKIPPED})
-
-
 class Step(StrEnum):
     EXTRACT = "extract"
     SUMMARIZE = "summarize"
