@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from durabatch import config, discovery, reports
 from durabatch.engine import Observer, Outcome, process_run
@@ -56,6 +57,10 @@ ReadTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds to wait for a model's answer before retrying (20)."),
 ]
+MaxCost = Annotated[
+    float | None,
+    typer.Option(help="Dollars this run may spend; it pauses (exit 75) before passing them."),
+]
 ExtractTimeout = Annotated[
     float | None, typer.Option(help="Seconds one document may take to parse (60).")
 ]
@@ -72,7 +77,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except DurabatchError as exc:
-        stderr_console().print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        stderr_console().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -148,6 +153,7 @@ def run(
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
     read_timeout: ReadTimeout = None,
+    max_cost: MaxCost = None,
 ) -> None:
     """Process documents in a new run; prints the run id first.
 
@@ -160,6 +166,7 @@ def run(
             grace=grace, extract_timeout=extract_timeout, include=include or (),
             exclude=exclude or (), max_input_tokens=max_input_tokens, read_timeout=read_timeout,
             price_provider=price_provider, prices=read_price_file(prices) if prices else None,
+            max_cost=max_cost,
         )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)
@@ -179,6 +186,7 @@ def resume(
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
     read_timeout: ReadTimeout = None,
+    max_cost: MaxCost = None,
 ) -> None:
     """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
 
@@ -199,7 +207,7 @@ def resume(
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
-        _finish(store, _process(store, found, settings.with_run(found.settings)))
+        _finish(store, _process(store, found, settings.with_run(found.settings, max_cost)))
 
 
 @app.command()

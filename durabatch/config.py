@@ -25,7 +25,7 @@ DEFAULT_DB = "durabatch.db"
 # max_input_tokens too: saved partial results are only valid for the chunking that made them
 RUN_SETTINGS = (
     "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
-    "max_input_tokens", "price_provider", "prices",
+    "max_input_tokens", "price_provider", "prices", "max_cost", "max_output_tokens",
 )  # fmt: skip
 
 
@@ -56,6 +56,9 @@ class Settings:
     read_timeout: float = 20.0
     retry_attempts: int = 6
     retry_seconds: float = 300.0
+    # dollars; no paid call starts whose worst case would pass it (it holds across crashes)
+    max_cost: float | None = None
+    max_output_tokens: int = 2048
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}
@@ -67,9 +70,12 @@ class Settings:
         del stored["api_key"], stored["db"]
         return stored
 
-    def with_run(self, stored: Mapping[str, Any]) -> Settings:
-        """A resumed run keeps the models it started with; the rest may change."""
+    def with_run(self, stored: Mapping[str, Any], max_cost: float | None = None) -> Settings:
+        """A resumed run keeps its models, prices and budget (unless given a new
+        ``max_cost``); the operational settings may change."""
         kept = {k: stored[k] for k in RUN_SETTINGS if k in stored}
+        if max_cost is not None:
+            kept["max_cost"] = max_cost
         for name in ("include", "exclude"):
             if name in kept:
                 kept[name] = tuple(kept[name])

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from durabatch import discovery
+from durabatch import budget, discovery
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
 from durabatch.models.base import CallRecord, Provider
@@ -93,6 +93,23 @@ class _Partial:
     done: threading.Event
 
 
+@dataclass(frozen=True)
+class _Reserve:
+    """A worker asks the writer to hold a paid call's worst case against --max-cost."""
+
+    work: Work
+    engine: str
+    host: str | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    done: threading.Event
+    refused: list[BaseException]
+
+
+Message = _Finished | _Partial | _Reserve
+
+
 class Engine:
     def __init__(
         self,
@@ -108,7 +125,7 @@ class Engine:
         self.observer = observer
         self.parsers = ParserPool()
         self.draining = draining or threading.Event()
-        self._results: queue.Queue[_Finished | _Partial] = queue.Queue()
+        self._results: queue.Queue[Message] = queue.Queue()
         self._tasks: queue.Queue[Work] = queue.Queue()
         self._inflight: dict[int, Work] = {}
         self._last_beat = time.monotonic()
@@ -237,10 +254,18 @@ class Engine:
             except queue.Empty:
                 return
 
-    def _handle(self, owner: Owner, message: _Finished | _Partial) -> None:
+    def _handle(self, owner: Owner, message: Message) -> None:
         work = message.work
         if self._inflight.get(work.document.id) is not work:
             return  # abandoned at the end of a drain; its step runs again on resume
+        if isinstance(message, _Reserve):
+            try:
+                self._reserve(owner, message)
+            except (HaltError, NotFinished) as exc:
+                message.refused.append(exc)
+            finally:
+                message.done.set()
+            return
         if isinstance(message, _Partial):
             self.store.save_partial(owner, work, message.index, message.output, message.calls)
             message.done.set()
@@ -286,19 +311,48 @@ class Engine:
         while True:
             work = self._tasks.get()
             own = replace(context, checkpoint=functools.partial(self._checkpoint, work))
+            guard = functools.partial(self._guard, work) if self.settings.max_cost else None
+            token = budget.current.set(guard)
             try:
                 result = STEPS[work.step](work, own)
             except BaseException as exc:
                 self._results.put(_Finished(work, error=exc))
             else:
                 self._results.put(_Finished(work, result=result))
+            finally:
+                budget.current.reset(token)
+
+    def _guard(self, work: Work, engine: str, host: str | None, model: str, input_tokens: int,
+               output_tokens: int) -> None:  # fmt: skip
+        """Runs in a worker before each paid attempt; the writer decides."""
+        message = _Reserve(work, engine, host, model, input_tokens, output_tokens,
+                           threading.Event(), [])  # fmt: skip
+        self._results.put(message)
+        self._wait_for_writer(work, message.done)
+        if message.refused:
+            raise message.refused[0]
+
+    def _reserve(self, owner: Owner, message: _Reserve) -> None:
+        price = self.store.prices.price(message.engine, message.host, message.model)
+        worst = price.cost(message.input_tokens, message.output_tokens) if price else None
+        if worst is None:
+            raise HaltError(
+                f"the price of {message.model} at {message.host} is not known, so under "
+                "--max-cost the call would be made blind; give its price in durabatch.toml "
+                "[prices] or with --prices FILE, then `durabatch resume`"
+            )
+        assert self.settings.max_cost is not None
+        self.store.reserve(owner, message.work, float(worst), self.settings.max_cost)
 
     def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()
         self._results.put(_Partial(work, index, output, calls, done))
+        self._wait_for_writer(work, done)
+
+    def _wait_for_writer(self, work: Work, done: threading.Event) -> None:
         while not done.wait(POLL_SECONDS):
             if self._inflight.get(work.document.id) is not work:
-                raise HaltError("the step was abandoned")
+                raise Cancelled("the step was abandoned")
 
     # -- stopping -----------------------------------------------------------------
 

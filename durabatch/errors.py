@@ -10,6 +10,7 @@
         +-- RunOwnedError          another live process owns the run
         +-- QuotaExhausted         429 insufficient_quota: pause until it is topped up
         +-- ProviderOutage         the retry budget ran out: pause, resume later
+        +-- BudgetReached          --max-cost would be passed: pause, resume with more
     DocumentError                  one document cannot be processed; the run goes on
     +-- DocumentSkipped            ... and that is expected (skipped, not failed)
     RetryableError                 one attempt failed in a way worth retrying
@@ -107,6 +108,10 @@ class QuotaExhausted(NotFinished):
 
 
 class ProviderOutage(NotFinished):
+    pass
+
+
+class BudgetReached(NotFinished):
     pass
 
 

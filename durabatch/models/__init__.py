@@ -37,5 +37,6 @@ def make_provider(settings: Settings, stopping: threading.Event | None = None) -
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             concurrency=settings.concurrency,
+            max_output_tokens=settings.max_output_tokens,
         )
     raise UsageError(f"--provider {settings.provider} needs --base-url")

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from durabatch.budget import before_paid_call, budgeted
 from durabatch.errors import (
     AuthError,
     Cancelled,
@@ -63,6 +64,10 @@ class _FormatRejected(Exception):
     """The server does not take this ``response_format``; try the next one."""
 
 
+class _CapRejected(Exception):
+    """The server wants ``max_completion_tokens`` instead of ``max_tokens``."""
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -76,7 +81,9 @@ class OpenAIProvider:
         read_timeout: float = 20.0,
         concurrency: int = 4,
         transport: httpx.BaseTransport | None = None,
+        max_output_tokens: int = 2048,
     ) -> None:
+        self.max_output_tokens = max_output_tokens
         self.url = base_url.rstrip("/") + "/chat/completions"
         self._secret = api_key
         self.host = httpx.URL(base_url).host
@@ -94,6 +101,8 @@ class OpenAIProvider:
         )
         self._format = 0
         self._format_lock = threading.Lock()
+        # newer OpenAI models refuse max_tokens and want max_completion_tokens
+        self._cap_param = "max_tokens"
 
     def close(self) -> None:
         self.client.close()
@@ -141,6 +150,13 @@ class OpenAIProvider:
     # -- one call, retried ------------------------------------------------------------
 
     def _complete(self, body: dict[str, Any], model: str, calls: list[CallRecord]) -> str:
+        try:
+            return self._complete_once(body, model, calls)
+        except _CapRejected:
+            self._cap_param = "max_completion_tokens"
+            return self._complete_once(body, model, calls)
+
+    def _complete_once(self, body: dict[str, Any], model: str, calls: list[CallRecord]) -> str:
         started = self.policy.clock()
         try:
             return self.policy.call(lambda n: self._attempt(body, model, calls, n))
@@ -157,6 +173,11 @@ class OpenAIProvider:
     def _attempt(self, body: dict[str, Any], model: str, calls: list[CallRecord], n: int) -> str:
         if n > 1 and self.policy.cancelled():  # the drain began during the wait: send nothing
             raise RetryableError("the run is stopping")
+        if budgeted():  # a worst case needs a bound on the answer
+            body = body | {self._cap_param: self.max_output_tokens}
+            before_paid_call(
+                self.name, self.host, model, _most_input_tokens(body), self.max_output_tokens
+            )
         self.gate.wait()
         record = _Recorder(self, model, n, calls)
         try:
@@ -209,6 +230,8 @@ class OpenAIProvider:
             raise HaltError(f"{self.url} was not found (HTTP 404); check --base-url", calls)
         if "context_length" in code or "context length" in message.lower():
             raise DocumentError(Reason.CONTEXT_LENGTH, f"too long for {model}: {message}", calls)
+        if status == 400 and "max_completion_tokens" in message and self._cap_param == "max_tokens":
+            raise _CapRejected(message)
         refused_format = status in (400, 422) and _FORMAT_WORDS.search(code + message)
         if "response_format" in body and refused_format:
             raise _FormatRejected(message)
@@ -275,6 +298,15 @@ def _content(response: httpx.Response, record: _Recorder, body: dict[str, Any]) 
         )
     record(200, None, None, usage)
     return content
+
+
+def _most_input_tokens(body: dict[str, Any]) -> int:
+    """An upper bound, not an estimate: a byte-level tokenizer never makes a token of
+    less than one byte, and chat templates add a few tokens per message."""
+    sent = sum(len(m["content"].encode()) + 16 for m in body["messages"])
+    if "response_format" in body:  # servers may put the schema in the prompt
+        sent += len(json.dumps(body["response_format"]).encode())
+    return sent + 32
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:

@@ -172,3 +172,15 @@ def m004_call_prices(db: Database) -> None:
         "ALTER TABLE model_calls ADD COLUMN price_source TEXT",
     ):
         db.execute(statement)
+
+
+@migrations(name="m005_reservations")
+def m005_reservations(db: Database) -> None:
+    """The worst case of each paid call in flight, held against --max-cost until the
+    call's real cost is recorded; a dead owner's are dropped when the run is taken over."""
+    db.execute(
+        "CREATE TABLE reservations (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL"
+        " REFERENCES runs(id), doc_id INTEGER NOT NULL, step TEXT NOT NULL,"
+        " amount_usd REAL NOT NULL, at TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX reservations_run ON reservations(run_id)")

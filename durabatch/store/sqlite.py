@@ -31,7 +31,7 @@ from sqlite_utils import Database
 
 from durabatch.artifacts import ArtifactStore
 from durabatch.clock import epoch, now_iso
-from durabatch.errors import RunOwnedError, StoreError, UsageError
+from durabatch.errors import BudgetReached, RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
 from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
@@ -259,6 +259,8 @@ class SQLiteStore(SQLiteReads):
 
     def _recover(self, run_id: str) -> None:
         """Close sessions that died without ending; put their in-flight steps back."""
+        # a dead owner's reservations die with it (its unrecorded calls are lost anyway)
+        self.conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
         lost = self.conn.execute(
             "SELECT id FROM sessions WHERE run_id = ? AND ended_at IS NULL", (run_id,)
         ).fetchall()
@@ -278,6 +280,30 @@ class SQLiteStore(SQLiteReads):
         ).fetchall()
         for doc_id, step, attempt in running:
             self._abandon(run_id, doc_id, step, attempt, "owner died")
+
+    def reserve(self, owner: Owner, work: Work, amount: float, limit: float) -> float:
+        """Hold ``amount`` dollars for a paid call unless spent plus held would pass
+        ``limit``; returns what is spent and held already. Raises BudgetReached."""
+        doc = work.document
+        with self._tx():
+            self._check_running(owner, work)
+            (committed,) = self.conn.execute(
+                "SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM model_calls WHERE run_id = ?)"
+                " + (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE run_id = ?)",
+                (doc.run_id, doc.run_id),
+            ).fetchone()
+            if committed + amount > limit:
+                raise BudgetReached(
+                    f"the budget of ${limit:g} is reached (${committed:.4f} spent or held; the "
+                    f"next call could cost up to ${amount:.4f}); raise it to continue: "
+                    f"`durabatch resume {doc.run_id} --max-cost {_next_budget(limit)}`"
+                )
+            self.conn.execute(
+                "INSERT INTO reservations (run_id, doc_id, step, amount_usd, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (doc.run_id, doc.id, work.step, amount, now_iso()),
+            )
+        return float(committed)
 
     def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
         with self._tx():
@@ -392,6 +418,10 @@ class SQLiteStore(SQLiteReads):
         ``kept``: the answers are being committed; a failed attempt never is."""
         totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0}
         doc = work.document
+        # the step's real costs replace its reservations in this same transaction
+        self.conn.execute(
+            "DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc.id, work.step)
+        )
         for call in calls:
             price = self.prices.price(call.provider, call.host, call.model)
             exact = (
@@ -503,6 +533,7 @@ class SQLiteStore(SQLiteReads):
 
     def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str,
                  cost: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.conn.execute("DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc_id, step))
         self.conn.execute(
             "UPDATE steps SET status = ? WHERE doc_id = ? AND step = ?",
             (StepStatus.ABANDONED, doc_id, step),
@@ -534,6 +565,10 @@ def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str
         return None, None, None, "unknown price"
     rates = (price.input, price.output, price.cached_input)
     return (*(None if r is None else str(r) for r in rates), price.source)  # type: ignore[return-value]
+
+
+def _next_budget(limit: float) -> str:
+    return f"{limit * 2:g}"
 
 
 def _new_run_id() -> str:

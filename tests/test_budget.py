@@ -1,0 +1,89 @@
+"""--max-cost: no paid call starts whose worst case would pass the budget, across crashes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crashkit import EventLog, Workspace, of_type, query, signal_when
+from fakeapi import FakeAPI
+
+MODEL = "gpt-5.4-mini"
+PRICES = '[prices."gpt-5.4-mini"]\ninput = 10\noutput = 10\n'  # $10 per 1M tokens each way
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Any:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(1, 31):
+        (folder / f"doc_{n:02d}.txt").write_text(f"DOC-{n} The harbour board met in May 2025.")
+    (tmp_path / "prices.toml").write_text(PRICES)
+    workspace = Workspace(tmp_path, extra_env={"DURABATCH_MAX_OUTPUT_TOKENS": "50"})
+    yield workspace
+    workspace.cleanup()
+
+
+def run_args(api: FakeAPI, *extra: str) -> list[str]:
+    return ["run", "in", "--provider", "openai", "--base-url", api.base_url, "--model", MODEL,
+            "--prices", "prices.toml", "--concurrency", "16", *extra]  # fmt: skip
+
+
+def spent(ws: Workspace) -> tuple[int, float, int]:
+    sql = ("SELECT COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS usd,"
+           " (SELECT COUNT(*) FROM reservations) AS held FROM model_calls")  # fmt: skip
+    (row,) = query(ws.db, sql)
+    return row["n"], row["usd"], row["held"]
+
+
+def test_the_budget_pauses_the_run_before_it_is_passed_then_resume_raises_it(
+    ws: Workspace,
+) -> None:
+    with FakeAPI(latency=0.05) as api:
+        paused = ws.cli(*run_args(api, "--max-cost", "0.01"))
+        assert paused.popen.returncode == 75, paused.describe()
+        assert "budget of $0.01 is reached" in paused.stderr and "--max-cost 0.02" in paused.stderr
+        calls, usd, held = spent(ws)
+        assert 0 < usd <= 0.01 and held == 0 and calls < 60
+        [run_id] = ws.run_ids()
+        assert ws.status(run_id)["status"] == "paused"
+        assert ws.status(run_id)["documents"]["failed"] == 0
+        again = ws.cli("resume", run_id)  # the stored budget still holds
+        assert again.popen.returncode == 75
+        assert spent(ws)[1] <= 0.01
+        finished = ws.cli("resume", run_id, "--max-cost", "1")
+        assert finished.popen.returncode == 0, finished.describe()
+    calls, usd, held = spent(ws)
+    assert calls == 60 and usd <= 1 and held == 0
+
+
+def test_a_kill_in_the_middle_releases_the_dead_owners_reservations(ws: Workspace) -> None:
+    with FakeAPI(latency=0.3) as api:
+        proc = ws.spawn(*run_args(api, "--max-cost", "0.2"))
+        log = EventLog(ws.db)
+
+        def paying(events: list[Any]) -> bool:
+            return len(of_type(events, "step_completed")) >= 35  # extracts and some calls
+
+        signal_when(proc, log, paying, signal.SIGKILL)
+        proc.wait(30)
+        assert spent(ws)[2] > 0  # the dead owner still held reservations
+        [run_id] = ws.run_ids()
+        resumed = ws.cli("resume", run_id)
+        assert resumed.popen.returncode in (0, 75), resumed.describe()
+    _, usd, held = spent(ws)
+    assert usd <= 0.2 and held == 0
+
+
+def test_an_unknown_price_under_a_budget_halts_instead_of_paying_blind(ws: Workspace) -> None:
+    with FakeAPI() as api:
+        args = ["run", "in", "--provider", "openai", "--base-url", api.base_url, "--model",
+                "mystery-model", "--max-cost", "5"]  # fmt: skip
+        proc = ws.cli(*args)
+        assert proc.popen.returncode == 3, proc.describe()
+        assert "price of mystery-model" in proc.stderr and "[prices]" in proc.stderr
+        assert api.completions() == []
+    [run_id] = ws.run_ids()
+    assert ws.status(run_id)["documents"]["failed"] == 0
