@@ -57,6 +57,10 @@ ReadTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds to wait for a model's answer before retrying (20)."),
 ]
+NoCache = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Pay again for steps an earlier run already answered."),
+]
 MaxCost = Annotated[
     float | None,
     typer.Option(help="Dollars this run may spend; it pauses (exit 75) before passing them."),
@@ -154,6 +158,7 @@ def run(
     extract_timeout: ExtractTimeout = None,
     read_timeout: ReadTimeout = None,
     max_cost: MaxCost = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Process documents in a new run; prints the run id first.
 
@@ -166,7 +171,7 @@ def run(
             grace=grace, extract_timeout=extract_timeout, include=include or (),
             exclude=exclude or (), max_input_tokens=max_input_tokens, read_timeout=read_timeout,
             price_provider=price_provider, prices=read_price_file(prices) if prices else None,
-            max_cost=max_cost,
+            max_cost=max_cost, no_cache=no_cache or None,
         )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)
@@ -187,6 +192,7 @@ def resume(
     extract_timeout: ExtractTimeout = None,
     read_timeout: ReadTimeout = None,
     max_cost: MaxCost = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
 
@@ -195,7 +201,7 @@ def resume(
     with _user_errors():
         settings = _settings(
             db=db, concurrency=concurrency, grace=grace, extract_timeout=extract_timeout,
-            read_timeout=read_timeout,
+            read_timeout=read_timeout, no_cache=no_cache or None,
         )  # fmt: skip
         store = _store(settings)
         found = store.get_run(run_id) if run_id else store.latest_unfinished_run()

@@ -59,6 +59,8 @@ class Settings:
     # dollars; no paid call starts whose worst case would pass it (it holds across crashes)
     max_cost: float | None = None
     max_output_tokens: int = 2048
+    # reuse a finished step with the same inputs from an earlier run of this database
+    no_cache: bool = False
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}
@@ -137,17 +139,23 @@ def _typed(name: str, value: Any, where: str) -> Any:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             with contextlib.suppress(ValueError):
                 return _NUMBERS[kind](value)
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _BOOLS:
+            return _BOOLS[value.lower()]
     elif kind == "dict":
         if isinstance(value, dict):
             return value
     elif isinstance(value, str):
         return value
     expected = {"int": "a whole number", "float": "a number", "tuple": "a list of globs",
-                "dict": "a table"}  # fmt: skip
+                "dict": "a table", "bool": "true or false"}  # fmt: skip
     raise UsageError(f"{where} must be {expected.get(kind, 'text')}, not {value!r}")
 
 
 _NUMBERS: dict[str, type] = {"int": int, "float": float}
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settings)}
 
 

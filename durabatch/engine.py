@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import os
 import queue
 import signal
@@ -236,11 +238,28 @@ class Engine:
             return
         docs = self.store.pending_documents(run.id, free)
         for work in self.store.start_steps(owner, docs) if docs else []:
-            self._submit(work)
+            self._submit(owner, work)
 
-    def _submit(self, work: Work) -> None:
+    def _submit(self, owner: Owner, work: Work) -> None:
         self._inflight[work.document.id] = work
-        self._tasks.put(work)
+        key = self._cache_key(work)
+        hit = self.store.cached_step(key) if key and not self.settings.no_cache else None
+        if hit is None:
+            self._tasks.put(work)
+            return
+        result = StepResult(hit.output, cache_key=key, cached_from=hit.source,
+                            saved_usd=hit.cost_usd)  # fmt: skip
+        self._handle(owner, _Finished(work, result=result))
+
+    def _cache_key(self, work: Work) -> str | None:
+        """What a model step's answer depends on, hashed; None for extract."""
+        if work.step == Step.EXTRACT or not work.document.sha256:
+            return None
+        model = self.settings.model_for(work.step)
+        inputs = [work.document.sha256, work.step, self.provider.name,
+                  getattr(self.provider, "version", ""), model,
+                  self.settings.max_input_tokens or self.provider.window_tokens(model)]  # fmt: skip
+        return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
     def _collect(self, owner: Owner) -> None:
         try:
@@ -272,13 +291,16 @@ class Engine:
             return
         del self._inflight[work.document.id]
         if message.result is not None:
+            result = message.result
+            if result.cache_key is None:
+                result = replace(result, cache_key=self._cache_key(work))
             following = self.store.complete_step(
-                owner, work, message.result, claim_next=not self.draining.is_set()
+                owner, work, result, claim_next=not self.draining.is_set()
             )
             last = work.step.next() is None
             self.observer.step_done(work, "", DocStatus.DONE if last else None)
             if following is not None:
-                self._submit(following)
+                self._submit(owner, following)
         else:
             assert message.error is not None
             self._fail(owner, work, message.error)

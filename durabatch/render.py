@@ -192,7 +192,11 @@ def cost_views(report: dict[str, Any]) -> list[Any]:
                        ("wasted (failed, retried, redone)", "wasted"),
                        ("saved by resume", "saved_by_resume")):  # fmt: skip
         head.add_row(label, *_spend_cells(report[key]))
-    head.caption = f"interruptions survived: {report['interruptions']}"
+    cache = report["saved_by_cache"]
+    head.caption = (
+        f"interruptions survived: {report['interruptions']}; saved by cache: "
+        f"{cache['steps']} steps, {dollars(cache['cost_usd'])}"
+    )
     parts: list[Any] = [head]
     for title, key, label in (("by model", "by_model", "model"), ("by step", "by_step", "step"),
                               ("top documents", "top_documents", "path")):  # fmt: skip

@@ -70,6 +70,7 @@ def cost_report(store: Store, run: Run) -> dict[str, Any]:
         "useful": _dollars(useful),
         "wasted": _dollars(wasted),
         "saved_by_resume": _dollars(saved),
+        "saved_by_cache": store.cache_savings(run.id),
         "by_model": [_dollars(r) for r in store.spend(run.id, by="model")],
         "by_step": [_dollars(r) for r in store.spend(run.id, by="step")],
         "top_documents": [

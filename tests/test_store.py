@@ -165,7 +165,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()
     assert [n for (n,) in names] == [
         "m001_initial", "m002_call_attempts", "m003_call_kept", "m004_call_prices",
-        "m005_reservations",
+        "m005_reservations", "m006_step_cache",
     ]  # fmt: skip
     assert mode == ("wal",)
 

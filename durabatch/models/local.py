@@ -25,6 +25,7 @@ class LocalProvider:
     """A ``Provider`` that answers in-process, in well under a second."""
 
     name = "local"
+    version = "1"  # change with the rules: cached answers of others are not reused
 
     def window_tokens(self, model: str) -> int:
         return WINDOW_TOKENS

@@ -70,6 +70,7 @@ class _CapRejected(Exception):
 
 class OpenAIProvider:
     name = "openai"
+    version = "prompts-1"  # change with the prompts: cached answers of others are not reused
 
     def __init__(
         self,

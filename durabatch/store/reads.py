@@ -63,6 +63,17 @@ class SQLiteReads:
         ).fetchall()
         return [dict(row) for row in rows]
 
+    def cache_savings(self, run_id: str) -> dict[str, Any]:
+        """Model steps answered from an earlier run's identical step, and what those cost."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) AS steps, COALESCE(SUM(s.saved_usd), 0) AS cost_usd,"
+            " SUM(s.saved_usd IS NULL) AS unpriced_steps FROM steps s"
+            " JOIN documents d ON d.id = s.doc_id WHERE d.run_id = ? AND s.cached_from IS NOT NULL",
+            (run_id,),
+        ).fetchone()
+        return {"steps": row["steps"], "cost_usd": None if row["unpriced_steps"] else
+                row["cost_usd"]}  # fmt: skip
+
     def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
         return queries.cost_by_model(self.conn, run_id)
 

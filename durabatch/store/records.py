@@ -119,6 +119,16 @@ class StepResult:
     artifact: str | None = None
     sha256: str | None = None
     calls: tuple[CallRecord, ...] = ()
+    cache_key: str | None = None  # what the answer depends on, hashed
+    cached_from: str | None = None  # "run_id:path" when the answer was reused
+    saved_usd: float | None = None  # what the reused answer had cost
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    output: Any
+    source: str
+    cost_usd: float | None
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,16 @@ def m005_reservations(db: Database) -> None:
         " amount_usd REAL NOT NULL, at TEXT NOT NULL)"
     )
     db.execute("CREATE INDEX reservations_run ON reservations(run_id)")
+
+
+@migrations(name="m006_step_cache")
+def m006_step_cache(db: Database) -> None:
+    """A model step's inputs, hashed, so a later run over the same content, model and
+    prompt reuses its answer instead of paying again; where the answer came from."""
+    for statement in (
+        "ALTER TABLE steps ADD COLUMN cache_key TEXT",
+        "ALTER TABLE steps ADD COLUMN cached_from TEXT",
+        "ALTER TABLE steps ADD COLUMN saved_usd REAL",
+        "CREATE INDEX steps_cache ON steps(cache_key) WHERE cache_key IS NOT NULL",
+    ):
+        db.execute(statement)

@@ -24,6 +24,7 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from durabatch.store.connection import connect, create_private, write_error
 from durabatch.store.locks import RunLocks, pid_alive
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
+    CachedStep,
     DocStatus,
     Document,
     NewDocument,
@@ -281,6 +283,19 @@ class SQLiteStore(SQLiteReads):
         for doc_id, step, attempt in running:
             self._abandon(run_id, doc_id, step, attempt, "owner died")
 
+    def cached_step(self, cache_key: str) -> CachedStep | None:
+        """The answer of a finished step with the same inputs, from any run here."""
+        row = self.conn.execute(
+            "SELECT s.output, d.run_id, d.path, s.cost_usd, s.unpriced_calls FROM steps s"
+            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
+            " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
+            (cache_key, StepStatus.DONE),
+        ).fetchone()
+        if row is None:
+            return None
+        cost = None if row["unpriced_calls"] else row["cost_usd"]
+        return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
+
     def reserve(self, owner: Owner, work: Work, amount: float, limit: float) -> float:
         """Hold ``amount`` dollars for a paid call unless spent plus held would pass
         ``limit``; returns what is spent and held already. Raises BudgetReached."""
@@ -380,8 +395,11 @@ class SQLiteStore(SQLiteReads):
             "SELECT output FROM partials WHERE doc_id = ? AND step = ? ORDER BY idx",
             (doc.id, step),
         ).fetchall()
+        (sha256,) = self.conn.execute(
+            "SELECT sha256 FROM documents WHERE id = ?", (doc.id,)
+        ).fetchone()
         return Work(
-            document=doc,
+            document=replace(doc, sha256=sha256),
             step=step,
             attempt=attempt,
             text_artifact=extract[0] if extract else None,
@@ -464,10 +482,12 @@ class SQLiteStore(SQLiteReads):
         with self._tx():
             cost = self._record_calls(work, result.calls, kept=True)
             cursor = self.conn.execute(
-                "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?"
+                "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?,"
+                " cache_key = ?, cached_from = ?, saved_usd = ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
                 (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
-                 now_iso(), doc.id, work.step, StepStatus.RUNNING, owner.session_id),
+                 now_iso(), result.cache_key, result.cached_from, result.saved_usd,
+                 doc.id, work.step, StepStatus.RUNNING, owner.session_id),
             )  # fmt: skip
             self._changed(cursor, f"completing {work.step} of {doc.path}")
             if result.sha256 is not None:
@@ -475,7 +495,9 @@ class SQLiteStore(SQLiteReads):
                     "UPDATE documents SET sha256 = ? WHERE id = ?", (result.sha256, doc.id)
                 )
             data = {"attempt": work.attempt, "output": result.output,
-                    "artifact": result.artifact, "sha256": result.sha256, **cost}  # fmt: skip
+                    "artifact": result.artifact, "sha256": result.sha256, **cost,
+                    "cache_key": result.cache_key, "cached_from": result.cached_from,
+                    "saved_usd": result.saved_usd}  # fmt: skip
             self._event(doc.run_id, "step_completed", data, doc.id, work.step)
             following = work.step.next()
             if following is None:

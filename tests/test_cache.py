@@ -1,0 +1,74 @@
+"""Never pay twice across runs: a model step with the same inputs reuses its answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeapi import FakeAPI
+from typer.testing import CliRunner
+
+from durabatch.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def api() -> Any:
+    with FakeAPI() as server:
+        yield server
+
+
+def run(api: FakeAPI, *extra: str, model: str = "gpt-5.4-mini") -> str:
+    result = runner.invoke(app, ["run", "docs", "--provider", "openai", "--base-url",
+                                 api.base_url, "--model", model, "--price-provider", "gmi",
+                                 *extra])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return str(result.stdout.splitlines()[0])
+
+
+def export(run_id: str) -> dict[str, Any]:
+    lines = runner.invoke(app, ["export", run_id]).stdout.splitlines()
+    return {r["path"]: (r["summary"], r["entities"]) for r in map(json.loads, lines)}
+
+
+def cost(run_id: str) -> dict[str, Any]:
+    return dict(json.loads(runner.invoke(app, ["cost", run_id, "--json"]).stdout))
+
+
+@pytest.fixture(autouse=True)
+def docs() -> None:
+    Path("docs").mkdir()
+    for n in range(1, 5):
+        Path(f"docs/d{n}.txt").write_text(f"DOC-{n} The harbour board met on {n} May 2025.")
+
+
+def test_a_second_run_over_the_same_files_pays_nothing(api: FakeAPI) -> None:
+    first = run(api)
+    paid = len(api.completions())
+    assert paid == 8
+    second = run(api)
+    assert len(api.completions()) == paid
+    assert export(second) == export(first)
+    saved = cost(second)["saved_by_cache"]
+    assert saved["steps"] == 8
+    assert saved["cost_usd"] == pytest.approx(cost(first)["useful"]["cost_usd"])
+    assert cost(second)["total"]["calls"] == 0
+    assert runner.invoke(app, ["verify", second]).exit_code == 0
+
+
+def test_no_cache_pays_again(api: FakeAPI) -> None:
+    run(api)
+    run(api, "--no-cache")
+    assert len(api.completions()) == 16
+
+
+def test_only_changed_files_and_other_models_are_paid_for(api: FakeAPI) -> None:
+    run(api)
+    Path("docs/d2.txt").write_text("DOC-2 The board changed its mind in June.")
+    run(api)
+    assert len(api.completions()) == 8 + 2  # d2's summary and entities
+    run(api, model="another-model")
+    assert len(api.completions()) == 10 + 8
