@@ -213,7 +213,9 @@ def resume(
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
-        _finish(store, _process(store, found, settings.with_run(found.settings, max_cost)))
+        if max_cost is not None:  # a raised budget holds for every later resume too
+            found = store.change_settings(found.id, {"max_cost": max_cost})
+        _finish(store, _process(store, found, settings.with_run(found.settings)))
 
 
 @app.command()

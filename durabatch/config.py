@@ -72,12 +72,10 @@ class Settings:
         del stored["api_key"], stored["db"]
         return stored
 
-    def with_run(self, stored: Mapping[str, Any], max_cost: float | None = None) -> Settings:
-        """A resumed run keeps its models, prices and budget (unless given a new
-        ``max_cost``); the operational settings may change."""
+    def with_run(self, stored: Mapping[str, Any]) -> Settings:
+        """A resumed run keeps its models, prices and budget; the operational settings
+        may change."""
         kept = {k: stored[k] for k in RUN_SETTINGS if k in stored}
-        if max_cost is not None:
-            kept["max_cost"] = max_cost
         for name in ("include", "exclude"):
             if name in kept:
                 kept[name] = tuple(kept[name])
@@ -178,6 +176,8 @@ def _validate(settings: Settings) -> None:
         raise UsageError(
             "--provider openai needs --model (or --summarize-model and --entities-model)"
         )
+    if settings.max_cost is not None and settings.max_cost < 0:
+        raise UsageError("--max-cost must be 0 or more dollars")
     if settings.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     if settings.grace < 0 or settings.extract_timeout <= 0:

@@ -257,7 +257,7 @@ class Engine:
             return None
         model = self.settings.model_for(work.step)
         inputs = [work.document.sha256, work.step, self.provider.name,
-                  getattr(self.provider, "version", ""), model,
+                  getattr(self.provider, "url", ""), getattr(self.provider, "version", ""), model,
                   self.settings.max_input_tokens or self.provider.window_tokens(model)]  # fmt: skip
         return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
@@ -333,7 +333,8 @@ class Engine:
         while True:
             work = self._tasks.get()
             own = replace(context, checkpoint=functools.partial(self._checkpoint, work))
-            guard = functools.partial(self._guard, work) if self.settings.max_cost else None
+            budgeted = self.settings.max_cost is not None
+            guard = functools.partial(self._guard, work) if budgeted else None
             token = budget.current.set(guard)
             try:
                 result = STEPS[work.step](work, own)

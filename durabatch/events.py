@@ -67,6 +67,10 @@ def _session_ended(state: State, event: Event) -> None:
     state.run["interruptions"] += int(event.data["interrupted"])
 
 
+def _settings_changed(state: State, event: Event) -> None:
+    """Settings are not part of the replayed state; the event is the record of it."""
+
+
 def _step(state: State, event: Event) -> dict[str, Any]:
     assert event.doc_id is not None and event.step is not None
     key = (event.doc_id, event.step)
@@ -117,6 +121,8 @@ def _step_completed(state: State, event: Event) -> None:
     step.update(
         status=StepStatus.DONE, output=event.data["output"], artifact=event.data["artifact"]
     )
+    for name in ("cache_key", "cached_from", "saved_usd"):
+        step[name] = event.data.get(name)
     doc = _doc(state, event)
     if event.data["sha256"] is not None:
         doc["sha256"] = event.data["sha256"]
@@ -156,6 +162,7 @@ _HANDLERS: dict[str, Callable[[State, Event], None]] = {
     "session_started": _session_started,
     "session_lost": _session_lost,
     "session_ended": _session_ended,
+    "settings_changed": _settings_changed,
     "step_started": _step_started,
     "partial_saved": _partial_saved,
     "step_completed": _step_completed,

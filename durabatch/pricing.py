@@ -138,13 +138,14 @@ def _library_price(model: str, provider: str | None, host: str | None) -> Price 
         return None  # never guess a provider from the model name alone
 
     def rate(**usage: int) -> tuple[Decimal, str]:
+        # priced at an ordinary call's size, so a tiered price takes its usual tier
         found = calc_price(Usage(**usage), model, **where)
-        return found.input_price + found.output_price, found.provider.id
+        return (found.input_price + found.output_price) * 1000, found.provider.id
 
     try:
-        input_rate, provider_id = rate(input_tokens=1_000_000)
-        output_rate, _ = rate(output_tokens=1_000_000)
-        cached_rate, _ = rate(input_tokens=1_000_000, cache_read_tokens=1_000_000)
+        input_rate, provider_id = rate(input_tokens=1000)
+        output_rate, _ = rate(output_tokens=1000)
+        cached_rate, _ = rate(input_tokens=1000, cache_read_tokens=1000)
     except (LookupError, ValueError):
         return None
     source = f"genai-prices {__version__} snapshot ({provider_id})"

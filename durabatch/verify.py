@@ -11,7 +11,7 @@ from durabatch.store.records import StepStatus
 
 DOC_FIELDS = ("path", "status", "step", "reason", "error", "sha256")
 STEP_FIELDS = ("status", "attempts", "output", "artifact", "input_tokens", "output_tokens",
-               "cost_usd", "unpriced_calls")  # fmt: skip
+               "cost_usd", "unpriced_calls", "cache_key", "cached_from", "saved_usd")  # fmt: skip
 MAX_REPORTED = 50
 
 

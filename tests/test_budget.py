@@ -87,3 +87,43 @@ def test_an_unknown_price_under_a_budget_halts_instead_of_paying_blind(ws: Works
         assert api.completions() == []
     [run_id] = ws.run_ids()
     assert ws.status(run_id)["documents"]["failed"] == 0
+
+
+def test_a_zero_budget_pays_for_nothing_and_a_raised_budget_is_kept(ws: Workspace) -> None:
+    with FakeAPI() as api:
+        nothing = ws.cli(*run_args(api, "--max-cost", "0"))
+        assert nothing.popen.returncode == 75, nothing.describe()
+        assert api.completions() == []
+        [run_id] = ws.run_ids()
+        assert ws.cli("resume", run_id, "--max-cost", "1").popen.returncode == 0
+    assert ws.status(run_id)["settings"]["max_cost"] == 1
+    assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_a_refused_attempt_keeps_what_the_call_already_spent() -> None:
+    from fakeapi import ok_content
+
+    from durabatch import budget
+    from durabatch.errors import BudgetReached
+    from durabatch.models.openai import OpenAIProvider
+
+    asked: list[int] = []
+
+    def guard(*_: object) -> None:
+        asked.append(1)
+        if len(asked) > 1:
+            raise BudgetReached("over")
+
+    with FakeAPI() as api:
+        api.script(ok_content("not json at all"))
+        provider = OpenAIProvider(base_url=api.base_url, api_key=None)
+        token = budget.current.set(guard)
+        try:
+            with pytest.raises(BudgetReached) as refused:
+                provider.entities("text", MODEL)
+        finally:
+            budget.current.reset(token)
+            provider.close()
+    (paid,) = refused.value.calls  # the invalid-JSON answer was paid for: it is kept
+    assert paid.http_status == 200 and paid.error_class == "InvalidJSON"
+    assert api.completions()[0]["json"]["max_tokens"] == 2048

@@ -72,3 +72,10 @@ def test_only_changed_files_and_other_models_are_paid_for(api: FakeAPI) -> None:
     assert len(api.completions()) == 8 + 2  # d2's summary and entities
     run(api, model="another-model")
     assert len(api.completions()) == 10 + 8
+
+
+def test_another_server_is_another_answer(api: FakeAPI) -> None:
+    run(api)
+    with FakeAPI() as other:
+        run(other)
+        assert len(other.completions()) == 8

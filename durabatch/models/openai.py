@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -33,6 +34,7 @@ from durabatch.errors import (
     AuthError,
     Cancelled,
     DocumentError,
+    DurabatchError,
     HaltError,
     ModelNotFound,
     ProviderOutage,
@@ -130,6 +132,10 @@ class OpenAIProvider:
             found = parse_entities(content)
             if found is not None:
                 return Reply(found, tuple(calls))
+            # paid for, but not an answer we keep: a failed attempt in the cost report
+            calls[-1] = replace(
+                calls[-1], error="not valid entities JSON", error_class="InvalidJSON"
+            )
         raise DocumentError(
             Reason.INVALID_JSON,
             f"{model} did not answer valid entities JSON in {JSON_ASKS} tries; try another "
@@ -176,9 +182,13 @@ class OpenAIProvider:
             raise RetryableError("the run is stopping")
         if budgeted():  # a worst case needs a bound on the answer
             body = body | {self._cap_param: self.max_output_tokens}
-            before_paid_call(
-                self.name, self.host, model, _most_input_tokens(body), self.max_output_tokens
-            )
+            try:
+                before_paid_call(
+                    self.name, self.host, model, _most_input_tokens(body), self.max_output_tokens
+                )
+            except (DurabatchError, Cancelled) as refused:  # keep what this call already spent
+                refused.calls = tuple(calls)
+                raise
         self.gate.wait()
         record = _Recorder(self, model, n, calls)
         try:

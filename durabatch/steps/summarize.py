@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from durabatch.errors import Cancelled, DocumentError, DurabatchError
 from durabatch.models.base import CallRecord
 from durabatch.steps.chunks import chunk_chars, map_chunks, split_text
 from durabatch.steps.context import StepContext
@@ -29,7 +30,11 @@ def _reduce(partials: list[str], ctx: StepContext, model: str,
         pieces = split_text("\n\n".join(partials), limit)
         partials = []
         for piece in pieces:
-            reply = ctx.provider.summarize(piece, model)
+            try:
+                reply = ctx.provider.summarize(piece, model)
+            except (DurabatchError, DocumentError, Cancelled) as stopped:
+                stopped.calls = (*calls, *stopped.calls)  # earlier rounds were paid too
+                raise
             calls.extend(reply.calls)
             partials.append(reply.value)
         if len(pieces) == 1:

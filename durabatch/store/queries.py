@@ -66,6 +66,9 @@ def step_from_row(row: sqlite3.Row) -> StepState:
         cost_usd=row["cost_usd"],
         unpriced_calls=row["unpriced_calls"],
         completed_at=row["completed_at"],
+        cache_key=row["cache_key"],
+        cached_from=row["cached_from"],
+        saved_usd=row["saved_usd"],
     )
 
 

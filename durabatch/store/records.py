@@ -154,6 +154,9 @@ class StepState:
     cost_usd: float | None
     unpriced_calls: int
     completed_at: str | None
+    cache_key: str | None = None
+    cached_from: str | None = None
+    saved_usd: float | None = None
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,17 @@ class SQLiteStore(SQLiteReads):
             raise UsageError(f"no run {run_id!r} in {self.path}; `durabatch status` lists the runs")
         return queries.run_from_row(row)
 
+    def change_settings(self, run_id: str, changes: dict[str, Any]) -> Run:
+        """Change a run's stored settings (e.g. a raised budget), with an event."""
+        with self._tx():
+            run = self.get_run(run_id)
+            self.conn.execute(
+                "UPDATE runs SET settings = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(run.settings | changes), now_iso(), run_id),
+            )
+            self._event(run_id, "settings_changed", changes)
+        return self.get_run(run_id)
+
     def latest_unfinished_run(self) -> Run | None:
         row = self.conn.execute(
             "SELECT * FROM runs WHERE status != ? ORDER BY created_at DESC, id DESC LIMIT 1",
@@ -286,7 +297,11 @@ class SQLiteStore(SQLiteReads):
     def cached_step(self, cache_key: str) -> CachedStep | None:
         """The answer of a finished step with the same inputs, from any run here."""
         row = self.conn.execute(
-            "SELECT s.output, d.run_id, d.path, s.cost_usd, s.unpriced_calls FROM steps s"
+            "SELECT s.output, d.run_id, d.path,"
+            " (SELECT SUM(c.cost_usd) FROM model_calls c WHERE c.doc_id = s.doc_id"
+            "  AND c.step = s.step AND c.kept = 1) AS cost_usd,"
+            " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
+            "  AND c.kept = 1 AND c.cost_usd IS NULL) AS unpriced_calls FROM steps s"
             " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
             " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
             (cache_key, StepStatus.DONE),
