@@ -21,7 +21,7 @@ def cost_summary(store: Store, run_id: str) -> dict[str, Any]:
     by_model = {}
     known = 0.0
     unpriced = 0
-    for row in store.cost_by_model(run_id):
+    for row in store.spend(run_id, by="model"):
         by_model[row["model"]] = row
         known += row["cost_usd"] or 0.0
         unpriced += row["unpriced_calls"]

@@ -61,7 +61,7 @@ def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -
     store.release(run_id, owner, RunStatus.DONE, "finished")
     (doc,) = store.documents(run_id)
     assert (doc.status, doc.step, doc.sha256) == (DocStatus.DONE, None, "ab" * 32)
-    assert store.cost_by_model(run_id)[0]["input_tokens"] == 300
+    assert store.spend(run_id, by="model")[0]["input_tokens"] == 300
     assert verify(store, run_id) == []
     assert replay(store.events(run_id)).documents[doc.id]["status"] == DocStatus.DONE
 
@@ -177,7 +177,7 @@ def test_unknown_prices_are_unknown_not_zero(tmp_path: Path) -> None:
     (work,) = store.start_steps(owner, store.pending_documents(run_id, 1))
     result = StepResult({}, calls=(call("mystery-model", "openai"),))
     store.complete_step(owner, work, result, claim_next=False)
-    (row,) = store.cost_by_model(run_id)
+    (row,) = store.spend(run_id, by="model")
     assert row["cost_usd"] is None and row["unpriced_calls"] == 1
     (state,) = store.step_states(run_id)
     assert state.unpriced_calls == 1

@@ -131,7 +131,3 @@ def spend(
         f" WHERE c.run_id = ? {where} {grouping}" + (f" LIMIT {int(limit)}" if limit else "")
     )
     return [dict(row) for row in conn.execute(sql, (run_id, *params)).fetchall()]
-
-
-def cost_by_model(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
-    return spend(conn, run_id, by="model")

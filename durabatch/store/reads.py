@@ -74,9 +74,6 @@ class SQLiteReads:
         return {"steps": row["steps"], "cost_usd": None if row["unpriced_steps"] else
                 row["cost_usd"]}  # fmt: skip
 
-    def cost_by_model(self, run_id: str) -> list[dict[str, Any]]:
-        return queries.cost_by_model(self.conn, run_id)
-
     def spend(
         self,
         run_id: str,
