@@ -398,26 +398,24 @@ class SQLiteStore(SQLiteReads):
         return self._work(owner, doc, step)
 
     def _work(self, owner: Owner, doc: Document, step: Step) -> Work:
-        (attempt,) = self.conn.execute(
-            "SELECT attempts FROM steps WHERE doc_id = ? AND step = ?", (doc.id, step)
+        # one row: this step's attempt, the extracted text, the content hash as it is now
+        attempt, artifact, sha256 = self.conn.execute(
+            "SELECT s.attempts, x.artifact, d.sha256 FROM steps s JOIN documents d"
+            " ON d.id = s.doc_id LEFT JOIN steps x ON x.doc_id = s.doc_id AND x.step = ?"
+            " WHERE s.doc_id = ? AND s.step = ?",
+            (Step.EXTRACT, doc.id, step),
         ).fetchone()
         self._event(doc.run_id, "step_started", {"attempt": attempt, "session": owner.session_id},
                     doc.id, step)  # fmt: skip
-        extract = self.conn.execute(
-            "SELECT artifact FROM steps WHERE doc_id = ? AND step = ?", (doc.id, Step.EXTRACT)
-        ).fetchone()
         partials = self.conn.execute(
             "SELECT output FROM partials WHERE doc_id = ? AND step = ? ORDER BY idx",
             (doc.id, step),
         ).fetchall()
-        (sha256,) = self.conn.execute(
-            "SELECT sha256 FROM documents WHERE id = ?", (doc.id,)
-        ).fetchone()
         return Work(
             document=replace(doc, sha256=sha256),
             step=step,
             attempt=attempt,
-            text_artifact=extract[0] if extract else None,
+            text_artifact=artifact,
             partials=tuple(json.loads(row[0]) for row in partials),
         )
 
