@@ -16,14 +16,15 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from durabatch import config, discovery, reports
+from durabatch import config, discovery, money, reports
 from durabatch.engine import Observer, Outcome, process_run
-from durabatch.errors import DurabatchError, ExitCode, UsageError
+from durabatch.errors import DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
     PlainObserver,
     RichObserver,
     cost_views,
+    estimate_views,
     run_detail,
     run_table,
     stderr_console,
@@ -67,6 +68,32 @@ MaxCost = Annotated[
 ]
 ExtractTimeout = Annotated[
     float | None, typer.Option(help="Seconds one document may take to parse (60).")
+]
+
+
+Paths = Annotated[list[str], typer.Argument(help="Files and folders (walked recursively).")]
+Include = Annotated[
+    list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
+]
+Exclude = Annotated[
+    list[str] | None, typer.Option(help="Leave out files matching this glob (repeatable).")
+]
+ProviderOpt = Annotated[str | None, typer.Option(help="local (default) or openai.")]
+ModelOpt = Annotated[str | None, typer.Option(help="Model for every step.")]
+SummarizeModel = Annotated[str | None, typer.Option(help="Model for summarize.")]
+EntitiesModel = Annotated[str | None, typer.Option(help="Model for entities.")]
+BaseUrl = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible endpoint (env DURABATCH_BASE_URL).")
+]
+MaxInputTokens = Annotated[
+    int | None, typer.Option(help="Tokens per model call; longer text is chunked.")
+]
+PriceProvider = Annotated[
+    str | None,
+    typer.Option(help="Whose prices apply (e.g. openai, gmi); default: from the URL."),
+]
+PricesFile = Annotated[
+    Path | None, typer.Option(help="TOML or JSON file of prices per 1M tokens, by model.")
 ]
 
 
@@ -128,31 +155,18 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
 
 @app.command()
 def run(
-    paths: Annotated[list[str], typer.Argument(help="Files and folders (walked recursively).")],
-    include: Annotated[
-        list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Leave out files matching this glob (repeatable).")
-    ] = None,
+    paths: Paths,
+    include: Include = None,
+    exclude: Exclude = None,
     db: DbOpt = None,
-    provider: Annotated[str | None, typer.Option(help="local (default) or openai.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for every step.")] = None,
-    summarize_model: Annotated[str | None, typer.Option(help="Model for summarize.")] = None,
-    entities_model: Annotated[str | None, typer.Option(help="Model for entities.")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible endpoint (env DURABATCH_BASE_URL).")
-    ] = None,
-    max_input_tokens: Annotated[
-        int | None, typer.Option(help="Tokens per model call; longer text is chunked.")
-    ] = None,
-    price_provider: Annotated[
-        str | None,
-        typer.Option(help="Whose prices apply (e.g. openai, gmi); default: from the URL."),
-    ] = None,
-    prices: Annotated[
-        Path | None, typer.Option(help="TOML or JSON file of prices per 1M tokens, by model.")
-    ] = None,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    summarize_model: SummarizeModel = None,
+    entities_model: EntitiesModel = None,
+    base_url: BaseUrl = None,
+    max_input_tokens: MaxInputTokens = None,
+    price_provider: PriceProvider = None,
+    prices: PricesFile = None,
     concurrency: Concurrency = None,
     grace: Grace = None,
     extract_timeout: ExtractTimeout = None,
@@ -233,7 +247,7 @@ def status(
         runs = [store.get_run(run_id)] if run_id else store.list_runs()
         summaries = [reports.run_summary(store, r) for r in runs]
     if json_:
-        print(json.dumps(summaries[0] if run_id else summaries, indent=2))
+        print(json.dumps(summaries[0] if run_id else summaries, indent=2, default=money.as_json))
     elif run_id:
         for part in run_detail(summaries[0]):
             stdout_console().print(part)
@@ -258,10 +272,72 @@ def cost(
             raise UsageError("this database has no runs yet; start one with `durabatch run PATH`")
         report = reports.cost_report(store, store.get_run(run_id) if run_id else runs[-1])
     if json_:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=money.as_json))
         return
     for part in cost_views(report):
         stdout_console().print(part)
+
+
+@app.command()
+def estimate(
+    paths: Paths,
+    include: Include = None,
+    exclude: Exclude = None,
+    db: DbOpt = None,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    summarize_model: SummarizeModel = None,
+    entities_model: EntitiesModel = None,
+    base_url: BaseUrl = None,
+    max_input_tokens: MaxInputTokens = None,
+    price_provider: PriceProvider = None,
+    prices: PricesFile = None,
+    concurrency: Concurrency = None,
+    extract_timeout: ExtractTimeout = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Parse again files extracted before.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Tokens and dollars a run would cost, before spending anything; no model is called.
+
+    The text is extracted and kept, so a later `run` over the same files reuses it.
+
+    Example: durabatch estimate ./contracts --provider openai --model gpt-5.4-mini
+    """
+    with _user_errors():
+        settings = _settings(
+            db=db, provider=provider, model=model, summarize_model=summarize_model,
+            entities_model=entities_model, base_url=base_url, concurrency=concurrency,
+            extract_timeout=extract_timeout, include=include or (), exclude=exclude or (),
+            max_input_tokens=max_input_tokens, price_provider=price_provider,
+            prices=read_price_file(prices) if prices else None, no_cache=no_cache or None,
+        )  # fmt: skip
+        discovery.check_paths(paths)
+        store = _store(settings, create=True)
+        report = _estimated(store, settings, list(paths))
+    if json_:
+        print(json.dumps(report, indent=2, default=money.as_json))
+        return
+    for part in estimate_views(report):
+        stdout_console().print(part)
+
+
+def _estimated(store: Store, settings: config.Settings, paths: list[str]) -> dict[str, Any]:
+    from durabatch.estimate import estimate as estimate_run
+    from durabatch.models import make_provider
+
+    def progress(tally: Any) -> None:
+        if sys.stderr.isatty() and tally.total % 50 == 0:
+            stderr_console().print(f"extracted {tally.total} documents...", highlight=False)
+
+    try:
+        return estimate_run(store, settings, make_provider(settings), paths, progress)
+    except KeyboardInterrupt:
+        raise NotFinished(
+            "estimate interrupted; the text extracted so far is kept, so running it again "
+            "continues where it stopped"
+        ) from None
 
 
 @app.command()

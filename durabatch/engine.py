@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
+    CachedStep,
     Counts,
     DocStatus,
     Owner,
@@ -109,7 +111,17 @@ class _Reserve:
     refused: list[BaseException]
 
 
-Message = _Finished | _Partial | _Reserve
+@dataclass(frozen=True)
+class _Lookup:
+    """A worker asks the writer for text extracted earlier from the same bytes."""
+
+    work: Work
+    key: str
+    done: threading.Event
+    found: list[CachedStep]
+
+
+Message = _Finished | _Partial | _Reserve | _Lookup
 
 
 class Engine:
@@ -285,6 +297,11 @@ class Engine:
             finally:
                 message.done.set()
             return
+        if isinstance(message, _Lookup):
+            hit = self.store.cached_extraction(message.key)
+            message.found.extend([hit] if hit else [])
+            message.done.set()
+            return
         if isinstance(message, _Partial):
             self.store.save_partial(owner, work, message.index, message.output, message.calls)
             message.done.set()
@@ -332,7 +349,9 @@ class Engine:
     def _work(self, context: StepContext) -> None:
         while True:
             work = self._tasks.get()
-            own = replace(context, checkpoint=functools.partial(self._checkpoint, work))
+            own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
+                          reuse=None if self.settings.no_cache else
+                          functools.partial(self._lookup, work))  # fmt: skip
             budgeted = self.settings.max_cost is not None
             guard = functools.partial(self._guard, work) if budgeted else None
             token = budget.current.set(guard)
@@ -365,12 +384,19 @@ class Engine:
                 "[prices] or with --prices FILE, then `durabatch resume`"
             )
         assert self.settings.max_cost is not None
-        self.store.reserve(owner, message.work, float(worst), self.settings.max_cost)
+        limit = Decimal(str(self.settings.max_cost))  # the dollars the user typed, exactly
+        self.store.reserve(owner, message.work, worst, limit)
 
     def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()
         self._results.put(_Partial(work, index, output, calls, done))
         self._wait_for_writer(work, done)
+
+    def _lookup(self, work: Work, key: str) -> CachedStep | None:
+        message = _Lookup(work, key, threading.Event(), [])
+        self._results.put(message)
+        self._wait_for_writer(work, message.done)
+        return message.found[0] if message.found else None
 
     def _wait_for_writer(self, work: Work, done: threading.Event) -> None:
         while not done.wait(POLL_SECONDS):

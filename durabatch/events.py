@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from durabatch import money
 from durabatch.store.records import DocStatus, Event, RunStatus, Step, StepStatus
 
 
@@ -84,7 +86,7 @@ def _step(state: State, event: Event) -> dict[str, Any]:
 def _add_cost(step: dict[str, Any], data: dict[str, Any]) -> None:
     step["input_tokens"] += data["input_tokens"]
     step["output_tokens"] += data["output_tokens"]
-    step["cost_usd"] = (step["cost_usd"] or 0) + data["cost_usd"]
+    step["cost_usd"] = (step["cost_usd"] or Decimal(0)) + (money.parse(data["cost_usd"]) or 0)
     step["unpriced_calls"] += data["unpriced_calls"]
 
 
@@ -121,8 +123,9 @@ def _step_completed(state: State, event: Event) -> None:
     step.update(
         status=StepStatus.DONE, output=event.data["output"], artifact=event.data["artifact"]
     )
-    for name in ("cache_key", "cached_from", "saved_usd"):
+    for name in ("cache_key", "cached_from"):
         step[name] = event.data.get(name)
+    step["saved_usd"] = money.parse(event.data.get("saved_usd"))
     doc = _doc(state, event)
     if event.data["sha256"] is not None:
         doc["sha256"] = event.data["sha256"]

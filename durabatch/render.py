@@ -7,6 +7,7 @@ Results go to stdout; progress, notes and errors to stderr. Rich honours
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -177,10 +178,12 @@ def failures_table(failures: list[dict[str, Any]]) -> Table:
     return table
 
 
-def dollars(value: float | None) -> str:
+def dollars(value: Decimal | None) -> str:
     if value is None:
         return "unknown"
-    return f"${value:.4f}" if 0 < value < 1 else f"${value:.2f}"
+    if 0 < value < Decimal("0.01"):
+        return f"${value:.6f}".rstrip("0")
+    return f"${value:.4f}" if 0 < value < 1 else f"${value:,.2f}"
 
 
 def cost_views(report: dict[str, Any]) -> list[Any]:
@@ -195,7 +198,8 @@ def cost_views(report: dict[str, Any]) -> list[Any]:
     cache = report["saved_by_cache"]
     head.caption = (
         f"interruptions survived: {report['interruptions']}; saved by cache: "
-        f"{cache['steps']} steps, {dollars(cache['cost_usd'])}"
+        f"{cache['steps']} steps, {dollars(cache['cost_usd'])}; extractions reused: "
+        f"{cache['extractions']}"
     )
     parts: list[Any] = [head]
     for title, key, label in (("by model", "by_model", "model"), ("by step", "by_step", "step"),
@@ -215,3 +219,50 @@ def _spend_cells(row: dict[str, Any]) -> list[str]:
         dollars_text += f" ({row['unpriced_calls']} calls without a price)"
     return [str(row.get("calls", 0)), f"{row.get('input_tokens', 0):,}",
             f"{row.get('output_tokens', 0):,}", dollars_text]  # fmt: skip
+
+
+def estimate_views(report: dict[str, Any]) -> list[Any]:
+    """What a run would cost: calls, tokens and dollars per step, with the margin."""
+    docs = report["documents"]
+    margin = f"±{report['margin'] * 100:.0f}%"
+    table = Table(
+        title=f"estimate for {docs['total']} documents ({docs['extracted']} extracted: "
+        f"{docs['parsed']} parsed now, {docs['reused']} reused)"
+    )
+    for name in ("step", "model", "calls", "input tokens", "output tokens",
+                 f"expected ({margin})", "at most", "prices"):  # fmt: skip
+        table.add_column(name, justify="left" if name in ("step", "model", "prices") else "right")
+    for row in report["steps"]:
+        table.add_row(row["step"], row["model"], str(row["calls"]), f"{row['input_tokens']:,}",
+                      f"{row['output_tokens']:,}", _range(row), dollars(row["most_usd"]),
+                      row["price_source"])  # fmt: skip
+    total = report["total"]
+    table.add_row("total", "", "", "", "", _range(total), dollars(total["most_usd"]), "")
+    table.caption = (
+        f"Tokens are estimated from the text; the expected dollars are within {margin} for "
+        "ordinary prose. 'At most' is what --max-cost would hold: every answer as long as "
+        "max_output_tokens. The text is kept: a `run` over these files will not parse them "
+        "again."
+    )
+    parts: list[Any] = [table]
+    if None in (row["expected_usd"] for row in report["steps"]):
+        parts.append("[yellow]A price is unknown[/]: give it in durabatch.toml [prices] or with "
+                     "--prices FILE (dollars per 1M tokens).")  # fmt: skip
+    if report["failures"]:
+        failed = Table(title="documents that could not be extracted (not in the estimate)")
+        for name in ("path", "status", "reason", "what to do"):
+            failed.add_column(name, overflow="fold")
+        for row in report["failures"]:
+            failed.add_row(row["path"], row["status"], row["reason"], row["error"])
+        parts.append(failed)
+    return parts
+
+
+def _range(row: dict[str, Any]) -> str:
+    if row["expected_usd"] is None:
+        return "unknown"
+    if row["expected_usd"] == 0:
+        return dollars(row["expected_usd"])
+    return (
+        f"{dollars(row['expected_usd'])} ({dollars(row['low_usd'])} to {dollars(row['high_usd'])})"
+    )

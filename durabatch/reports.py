@@ -6,8 +6,10 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
+from decimal import Decimal
 from typing import IO, Any
 
+from durabatch import money
 from durabatch.store import Store
 from durabatch.store.records import Document, Run, Step, StepState
 
@@ -19,11 +21,11 @@ EXPORT_FIELDS = ("path", "sha256", "status", "reason", "error", "summary", "enti
 def cost_summary(store: Store, run_id: str) -> dict[str, Any]:
     """Dollars by model; a total is only given when every call had a known price."""
     by_model = {}
-    known = 0.0
+    known = Decimal(0)
     unpriced = 0
     for row in store.spend(run_id, by="model"):
         by_model[row["model"]] = row
-        known += row["cost_usd"] or 0.0
+        known += row["cost_usd"] or 0
         unpriced += row["unpriced_calls"]
     (wasted,) = store.spend(run_id, kept=False)
     return {
@@ -41,7 +43,7 @@ TOP_DOCUMENTS = 10
 def _dollars(row: dict[str, Any]) -> dict[str, Any]:
     """A spend row whose dollars are unknown (None) when any of its calls had no price."""
     calls = row.get("calls") or 0
-    known = row.get("cost_usd") or 0.0
+    known = row.get("cost_usd") or Decimal(0)
     return {
         **{k: (v if v is not None else 0) for k, v in row.items()},
         "calls": calls,
@@ -157,7 +159,7 @@ def _row(doc: Document, steps: dict[Step, StepState]) -> dict[str, Any]:
         "error": doc.error,
         "summary": summary.output if summary and summary.status == "done" else None,
         "entities": found.output if found and found.status == "done" else [],
-        "cost_usd": sum(s.cost_usd or 0.0 for s in steps.values()) if priced else None,
+        "cost_usd": sum((s.cost_usd or 0 for s in steps.values()), Decimal(0)) if priced else None,
         "input_tokens": sum(s.input_tokens for s in steps.values()),
         "output_tokens": sum(s.output_tokens for s in steps.values()),
     }
@@ -166,7 +168,7 @@ def _row(doc: Document, steps: dict[Step, StepState]) -> dict[str, Any]:
 def write_jsonl(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(json.dumps(row, ensure_ascii=False, default=money.as_json) + "\n")
         count += 1
     return count
 
@@ -178,6 +180,7 @@ def write_csv(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:
     for row in rows:
         entities = "; ".join(f"{e['text']} ({e['type']})" for e in row["entities"])
         flat = {name: row[name] for name in EXPORT_FIELDS}
+        flat["cost_usd"] = money.text(row["cost_usd"])
         writer.writerow({**flat, "entities": entities})
         count += 1
     return count

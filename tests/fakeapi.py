@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -178,6 +179,33 @@ def echo(request: Request, latency: float = 0.0) -> Reply:
     if is_entities(request):
         return ok_entities([{"text": "ACME", "type": "ORG"}], delay=latency)
     return ok_summary("Summary: " + user_text(request)[:60], delay=latency)
+
+
+def subword_tokens(text: str) -> int:
+    """Tokens as a subword tokenizer counts English: a token per word of up to six
+    letters (longer words split), one per run of punctuation (BPE vocabularies merge
+    ``": "`` and the like). That gives about 1.3 tokens per English word, the usual
+    rule of thumb."""
+    return sum(-(-len(piece) // 6) for piece in re.findall(r"\w+|[^\w\s]+", text))
+
+
+def realistic(request: Request) -> Reply:
+    """A model whose answers and usage scale with the text: the summary is the first
+    five sentences; the entities are the capitalised names and dates; usage counts
+    the prompt (messages and any JSON schema) and the answer with ``subword_tokens``."""
+    body = request.get("json") or {}
+    sent = [m.get("content") or "" for m in body.get("messages", [])]
+    prompt_tokens = sum(subword_tokens(m) + 4 for m in sent) + 3
+    if "response_format" in body:
+        prompt_tokens += subword_tokens(json.dumps(body["response_format"]))
+    text = user_text(request)
+    if is_entities(request):
+        names = re.findall(r"(?:[A-Z][a-z]+ )+[A-Z][a-z]+|\d{1,2} [A-Z][a-z]+ \d{4}", text)
+        found = [{"text": n, "type": "DATE" if n[0].isdigit() else "ORG"} for n in names]
+        content = json.dumps({"entities": list({e["text"]: e for e in found}.values())})
+    else:
+        content = " ".join(re.split(r"(?<=[.!?])\s+", text)[:5])
+    return ok_content(content, usage=(prompt_tokens, subword_tokens(content)))
 
 
 # -- the server -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ def run_args(api: FakeAPI, *extra: str) -> list[str]:
             "--prices", "prices.toml", "--concurrency", "16", *extra]  # fmt: skip
 
 
-def spent(ws: Workspace) -> tuple[int, float, int]:
-    sql = ("SELECT COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS usd,"
+def spent(ws: Workspace) -> tuple[int, Decimal, int]:
+    sql = ("SELECT COUNT(*) AS n, COALESCE(SUM(cost_pico), 0) AS pico,"
            " (SELECT COUNT(*) FROM reservations) AS held FROM model_calls")  # fmt: skip
     (row,) = query(ws.db, sql)
-    return row["n"], row["usd"], row["held"]
+    return row["n"], Decimal(row["pico"]) / 10**12, row["held"]
 
 
 def test_the_budget_pauses_the_run_before_it_is_passed_then_resume_raises_it(

@@ -80,9 +80,9 @@ def test_a_prices_file_reaches_the_call_rows(tmp_path: Path) -> None:
                                           "--prices", "p.json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     with sqlite3.connect("durabatch.db") as conn:
-        rows = conn.execute("SELECT input_price, output_price, price_source, cost_usd,"
+        rows = conn.execute("SELECT input_price, output_price, price_source, cost_pico,"
                             " input_tokens, output_tokens FROM model_calls").fetchall()  # fmt: skip
     assert len(rows) == 2
     for input_price, output_price, source, cost, tokens_in, tokens_out in rows:
         assert (input_price, output_price, source) == ("1", "2", "your prices")
-        assert cost == pytest.approx((tokens_in * 1 + tokens_out * 2) / 1e6)
+        assert cost == (tokens_in * 1 + tokens_out * 2) * 10**6  # picodollars, exactly

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from durabatch.errors import RunOwnedError, StoreError
 from durabatch.events import replay
@@ -23,6 +25,7 @@ from durabatch.store.records import (
     StepResult,
     StepStatus,
 )
+from durabatch.store.schema import migrations
 from durabatch.store.sqlite import SQLiteStore
 from durabatch.verify import verify
 
@@ -165,7 +168,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()
     assert [n for (n,) in names] == [
         "m001_initial", "m002_call_attempts", "m003_call_kept", "m004_call_prices",
-        "m005_reservations", "m006_step_cache",
+        "m005_reservations", "m006_step_cache", "m007_exact_dollars", "m008_extractions",
     ]  # fmt: skip
     assert mode == ("wal",)
 
@@ -197,8 +200,27 @@ def test_each_call_keeps_the_rates_it_was_charged_at(tmp_path: Path) -> None:
     store.complete_step(owner, work, result, claim_next=False)
     with sqlite3.connect(tmp_path / "s.db") as conn:
         rows = conn.execute(
-            "SELECT input_price, output_price, price_source, cost_usd FROM model_calls ORDER BY id"
+            "SELECT input_price, output_price, price_source, cost_pico FROM model_calls ORDER BY id"
         ).fetchall()
-    assert rows[0] == ("0.40", "2.50", "durabatch table (gmi)", (100 * 0.40 + 20 * 2.50) / 1e6)
+    assert rows[0] == ("0.40", "2.50", "durabatch table (gmi)", 90_000_000)  # $0.00009
     # GMI publishes only DeepSeek-V4-Pro's input rate: with output tokens the cost is unknown
     assert rows[1] == ("1.39", None, "durabatch table (gmi)", None)
+
+
+def test_float_dollars_of_an_older_database_become_exact_picodollars(tmp_path: Path) -> None:
+    """A database written before m007 kept REAL dollars; the migration rounds each to
+    the picodollar, which brings back the exact decimal amount its prices gave."""
+    db = Database(tmp_path / "s.db")
+    migrations.apply(db, stop_before="m007_exact_dollars")
+    db.execute("INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
+               " VALUES ('r', 'finished', '{}', '[]', 't', 't')")  # fmt: skip
+    drift = 0.1 * 3 / 1e6  # 3.0000000000000004e-07 as a float
+    for _ in range(3):
+        db.execute("INSERT INTO model_calls (run_id, provider, model, input_tokens,"
+                   " output_tokens, cost_usd, latency_ms, at) VALUES ('r', 'openai', 'm',"
+                   " 1, 1, ?, 1, 't')", [drift])  # fmt: skip
+    db.conn.commit()
+    db.conn.close()
+    store = open_store(tmp_path)
+    (row,) = store.spend("r")
+    assert row["cost_usd"] == Decimal("0.0000009")  # 3 x $0.0000003, no drift

@@ -10,9 +10,12 @@ from durabatch.artifacts import ArtifactStore
 from durabatch.config import Settings
 from durabatch.models.base import CallRecord, Provider
 from durabatch.sandbox import ParserPool
+from durabatch.store.records import CachedStep
 
 # save_partial(index, output, calls): commits one chunk's result before the next call
 Checkpoint = Callable[[int, Any, Sequence[CallRecord]], None]
+# reuse(cache_key): an earlier step's answer for the same inputs, or None
+Reuse = Callable[[str], CachedStep | None]
 
 
 @dataclass(frozen=True)
@@ -22,3 +25,4 @@ class StepContext:
     artifacts: ArtifactStore
     parsers: ParserPool
     checkpoint: Checkpoint
+    reuse: Reuse | None = None  # None under --no-cache

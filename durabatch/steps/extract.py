@@ -1,20 +1,78 @@
-"""extract: a file's visible text, parsed in a worker process under a deadline."""
+"""extract: a file's visible text, parsed in a worker process under a deadline.
+
+Text is kept by content: when the same bytes were extracted before in this
+database (by a run, or by ``durabatch estimate``), their text is reused and the
+file is not parsed again. The key is the bytes' SHA-256, the file's extension
+(which picks the parser) and the extractor's version.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import stat
 from pathlib import Path
+from typing import Any
 
-from durabatch.steps.context import StepContext
-from durabatch.store.records import StepResult, Work
+from durabatch.artifacts import ArtifactStore
+from durabatch.formats import Extracted
+from durabatch.steps.context import Reuse, StepContext
+from durabatch.store.records import CachedStep, StepResult, Work
+
+# change when extraction gives different text for the same bytes: older text is not reused
+EXTRACTOR_VERSION = "extract-1"
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
+    source = Path(work.document.source)
     settings = ctx.settings
+    if ctx.reuse is not None:
+        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes)
+        if found is not None:
+            key, digest, hit = found
+            return StepResult(hit.output, artifact=hit.artifact, sha256=digest, cache_key=key,
+                              cached_from=hit.source)  # fmt: skip
     extracted = ctx.parsers.extract(
-        Path(work.document.source),
-        max_bytes=settings.max_bytes,
-        timeout=settings.extract_timeout,
+        source, max_bytes=settings.max_bytes, timeout=settings.extract_timeout
     )
-    digest = ctx.artifacts.put_text(extracted.text)
-    output = {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
-    return StepResult(output=output, artifact=digest, sha256=extracted.sha256)
+    artifact = ctx.artifacts.put_text(extracted.text)
+    return StepResult(output=describe(extracted), artifact=artifact, sha256=extracted.sha256,
+                      cache_key=content_key(extracted.sha256, source))  # fmt: skip
+
+
+def describe(extracted: Extracted) -> dict[str, Any]:
+    """The extract step's output; the text itself is an artifact."""
+    return {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
+
+
+def reusable(lookup: Reuse, artifacts: ArtifactStore, source: Path,
+             max_bytes: int) -> tuple[str, str, CachedStep] | None:  # fmt: skip
+    """(key, sha256, earlier extraction) when these bytes were extracted before and
+    their text is still on disk."""
+    digest = file_sha256(source, max_bytes)
+    if digest is None:
+        return None
+    key = content_key(digest, source)
+    hit = lookup(key)
+    if hit is None or hit.artifact is None or not artifacts.path(hit.artifact).exists():
+        return None
+    return key, digest, hit
+
+
+def content_key(sha256: str, source: Path) -> str:
+    inputs = [sha256, "extract", EXTRACTOR_VERSION, source.suffix.lower()]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def file_sha256(path: Path, max_bytes: int) -> str | None:
+    """The hash of a regular file small enough to extract; None for anything else,
+    which the parser then turns into its reason (missing, too large, ...)."""
+    try:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+                return None
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None

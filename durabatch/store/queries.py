@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
+from durabatch.money import from_pico
 from durabatch.store.records import (
     Counts,
     DocStatus,
@@ -63,12 +64,12 @@ def step_from_row(row: sqlite3.Row) -> StepState:
         artifact=row["artifact"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
-        cost_usd=row["cost_usd"],
+        cost_usd=from_pico(row["cost_pico"]),
         unpriced_calls=row["unpriced_calls"],
         completed_at=row["completed_at"],
         cache_key=row["cache_key"],
         cached_from=row["cached_from"],
-        saved_usd=row["saved_usd"],
+        saved_usd=from_pico(row["saved_pico"]),
     )
 
 
@@ -103,7 +104,7 @@ def counts(conn: sqlite3.Connection, run_id: str) -> Counts:
 SPEND = (
     "COUNT(*) AS calls, SUM(c.error IS NOT NULL) AS failed_calls,"
     " SUM(c.input_tokens) AS input_tokens, SUM(c.output_tokens) AS output_tokens,"
-    " SUM(c.cost_usd) AS cost_usd, SUM(c.cost_usd IS NULL) AS unpriced_calls"
+    " SUM(c.cost_pico) AS cost_pico, SUM(c.cost_pico IS NULL) AS unpriced_calls"
 )
 
 
@@ -123,11 +124,16 @@ def spend(
         None: ("", ""),
         "model": ("c.provider, c.model,", "GROUP BY c.provider, c.model ORDER BY c.model"),
         "step": ("c.step,", "GROUP BY c.step ORDER BY c.step"),
-        "document": ("d.path,", "GROUP BY c.doc_id ORDER BY SUM(c.cost_usd) DESC, d.seq"),
+        "document": ("d.path,", "GROUP BY c.doc_id ORDER BY SUM(c.cost_pico) DESC, d.seq"),
     }
     columns, grouping = groups[by]
     sql = (
         f"SELECT {columns} {SPEND} FROM model_calls c LEFT JOIN documents d ON d.id = c.doc_id"
         f" WHERE c.run_id = ? {where} {grouping}" + (f" LIMIT {int(limit)}" if limit else "")
     )
-    return [dict(row) for row in conn.execute(sql, (run_id, *params)).fetchall()]
+    rows = []
+    for row in conn.execute(sql, (run_id, *params)).fetchall():
+        found = dict(row)
+        found["cost_usd"] = from_pico(found.pop("cost_pico"))
+        rows.append(found)
+    return rows

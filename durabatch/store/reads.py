@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from durabatch.money import from_pico
 from durabatch.store import queries
 from durabatch.store.records import Counts, Document, Event, SessionInfo, StepState
 
@@ -64,15 +65,18 @@ class SQLiteReads:
         return [dict(row) for row in rows]
 
     def cache_savings(self, run_id: str) -> dict[str, Any]:
-        """Model steps answered from an earlier run's identical step, and what those cost."""
+        """Model steps answered from an earlier run's identical step, and what those cost;
+        extractions reused from an earlier run or an estimate (they cost no model call)."""
         row = self.conn.execute(
-            "SELECT COUNT(*) AS steps, COALESCE(SUM(s.saved_usd), 0) AS cost_usd,"
-            " SUM(s.saved_usd IS NULL) AS unpriced_steps FROM steps s"
+            "SELECT SUM(s.step != 'extract') AS steps, SUM(s.step = 'extract') AS extractions,"
+            " COALESCE(SUM(s.saved_pico), 0) AS saved_pico,"
+            " SUM(s.step != 'extract' AND s.saved_pico IS NULL) AS unpriced_steps FROM steps s"
             " JOIN documents d ON d.id = s.doc_id WHERE d.run_id = ? AND s.cached_from IS NOT NULL",
             (run_id,),
         ).fetchone()
-        return {"steps": row["steps"], "cost_usd": None if row["unpriced_steps"] else
-                row["cost_usd"]}  # fmt: skip
+        saved = None if row["unpriced_steps"] else from_pico(row["saved_pico"])
+        return {"steps": row["steps"] or 0, "extractions": row["extractions"] or 0,
+                "cost_usd": saved}  # fmt: skip
 
     def spend(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -121,14 +122,15 @@ class StepResult:
     calls: tuple[CallRecord, ...] = ()
     cache_key: str | None = None  # what the answer depends on, hashed
     cached_from: str | None = None  # "run_id:path" when the answer was reused
-    saved_usd: float | None = None  # what the reused answer had cost
+    saved_usd: Decimal | None = None  # what the reused answer had cost
 
 
 @dataclass(frozen=True)
 class CachedStep:
     output: Any
     source: str
-    cost_usd: float | None
+    cost_usd: Decimal | None
+    artifact: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,12 @@ class StepState:
     artifact: str | None
     input_tokens: int
     output_tokens: int
-    cost_usd: float | None
+    cost_usd: Decimal | None
     unpriced_calls: int
     completed_at: str | None
     cache_key: str | None = None
     cached_from: str | None = None
-    saved_usd: float | None = None
+    saved_usd: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,28 @@ def m006_step_cache(db: Database) -> None:
         "CREATE INDEX steps_cache ON steps(cache_key) WHERE cache_key IS NOT NULL",
     ):
         db.execute(statement)
+
+
+@migrations(name="m007_exact_dollars")
+def m007_exact_dollars(db: Database) -> None:
+    """Dollars as whole picodollars (10^-12 USD), so a run's total is exactly the sum
+    of its calls; the REAL columns they replace are converted, then dropped."""
+    for table, old, new in (
+        ("model_calls", "cost_usd", "cost_pico"),
+        ("steps", "cost_usd", "cost_pico"),
+        ("steps", "saved_usd", "saved_pico"),
+        ("reservations", "amount_usd", "amount_pico"),
+    ):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {new} INTEGER")
+        db.execute(f"UPDATE {table} SET {new} = CAST(ROUND({old} * 1e12) AS INTEGER)")
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {old}")
+
+
+@migrations(name="m008_extractions")
+def m008_extractions(db: Database) -> None:
+    """Text that `durabatch estimate` extracted, by content, so a later run over the
+    same files reuses it instead of parsing them again."""
+    db.execute(
+        "CREATE TABLE extractions (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL,"
+        " path TEXT NOT NULL, output TEXT NOT NULL, artifact TEXT NOT NULL, at TEXT NOT NULL)"
+    )

@@ -25,15 +25,18 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from durabatch import money
 from durabatch.artifacts import ArtifactStore
 from durabatch.clock import epoch, now_iso
 from durabatch.errors import BudgetReached, RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
+from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
 from durabatch.store.connection import connect, create_private, write_error
@@ -298,42 +301,67 @@ class SQLiteStore(SQLiteReads):
         """The answer of a finished step with the same inputs, from any run here."""
         row = self.conn.execute(
             "SELECT s.output, d.run_id, d.path,"
-            " (SELECT SUM(c.cost_usd) FROM model_calls c WHERE c.doc_id = s.doc_id"
-            "  AND c.step = s.step AND c.kept = 1) AS cost_usd,"
+            " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
+            "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
             " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
-            "  AND c.kept = 1 AND c.cost_usd IS NULL) AS unpriced_calls FROM steps s"
+            "  AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls FROM steps s"
             " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
             " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
             (cache_key, StepStatus.DONE),
         ).fetchone()
         if row is None:
             return None
-        cost = None if row["unpriced_calls"] else row["cost_usd"]
+        cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
         return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
 
-    def reserve(self, owner: Owner, work: Work, amount: float, limit: float) -> float:
+    def cached_extraction(self, cache_key: str) -> CachedStep | None:
+        """A file's text extracted earlier from the same bytes: by a run's extract step,
+        or by `durabatch estimate`."""
+        row = self.conn.execute(
+            "SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
+            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
+            " UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
+            " WHERE key = ? LIMIT 1",
+            (cache_key, StepStatus.DONE, cache_key),
+        ).fetchone()
+        if row is None:
+            return None
+        return CachedStep(json.loads(row["output"]), row["source"], Decimal(0), row["artifact"])
+
+    def save_extraction(self, cache_key: str, sha256: str, path: str, output: Any,
+                        artifact: str) -> None:  # fmt: skip
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO extractions (key, sha256, path, output, artifact, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (cache_key, sha256, path, json.dumps(output), artifact, now_iso()),
+            )
+
+    def reserve(self, owner: Owner, work: Work, amount: Decimal, limit: Decimal) -> Decimal:
         """Hold ``amount`` dollars for a paid call unless spent plus held would pass
         ``limit``; returns what is spent and held already. Raises BudgetReached."""
         doc = work.document
         with self._tx():
             self._check_running(owner, work)
-            (committed,) = self.conn.execute(
-                "SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM model_calls WHERE run_id = ?)"
-                " + (SELECT COALESCE(SUM(amount_usd), 0) FROM reservations WHERE run_id = ?)",
+            (held,) = self.conn.execute(
+                "SELECT (SELECT COALESCE(SUM(cost_pico), 0) FROM model_calls WHERE run_id = ?)"
+                " + (SELECT COALESCE(SUM(amount_pico), 0) FROM reservations WHERE run_id = ?)",
                 (doc.run_id, doc.run_id),
             ).fetchone()
+            committed = from_pico(held) or Decimal(0)
             if committed + amount > limit:
+                raised = _next_budget(max(limit * 2, committed + amount))
                 raise BudgetReached(
                     f"the budget of ${limit:g} is reached (${committed:.4f} spent or held; the "
                     f"next call could cost up to ${amount:.4f}); raise it to continue: "
-                    f"`durabatch resume {doc.run_id} --max-cost {_next_budget(limit)}`"
+                    f"`durabatch resume {doc.run_id} --max-cost {raised}`"
                 )
             self.conn.execute(
-                "INSERT INTO reservations (run_id, doc_id, step, amount_usd, at)"
+                "INSERT INTO reservations (run_id, doc_id, step, amount_pico, at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (doc.run_id, doc.id, work.step, amount, now_iso()),
+                (doc.run_id, doc.id, work.step, to_pico(amount), now_iso()),
             )
-        return float(committed)
+        return committed
 
     def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
         with self._tx():
@@ -447,7 +475,8 @@ class SQLiteStore(SQLiteReads):
         """Insert one row per model call; add their tokens and dollars to the step.
 
         ``kept``: the answers are being committed; a failed attempt never is."""
-        totals = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0}
+        tokens = {"input_tokens": 0, "output_tokens": 0, "unpriced_calls": 0}
+        spent = 0
         doc = work.document
         # the step's real costs replace its reservations in this same transaction
         self.conn.execute(
@@ -460,10 +489,10 @@ class SQLiteStore(SQLiteReads):
                 if price
                 else None
             )
-            cost = None if exact is None else float(exact)
+            cost = to_pico(exact)
             self.conn.execute(
                 "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
-                " input_tokens, output_tokens, cost_usd, latency_ms, http_status, error, at,"
+                " input_tokens, output_tokens, cost_pico, latency_ms, http_status, error, at,"
                 " host, retry, error_class, kept, cached_tokens, input_price, output_price,"
                 " cached_price, price_source)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -472,20 +501,20 @@ class SQLiteStore(SQLiteReads):
                  call.error, now_iso(), call.host, call.retry, call.error_class,
                  int(kept and call.ok), call.cached_tokens, *_rates(price)),
             )  # fmt: skip
-            totals["input_tokens"] += call.input_tokens
-            totals["output_tokens"] += call.output_tokens
+            tokens["input_tokens"] += call.input_tokens
+            tokens["output_tokens"] += call.output_tokens
             if cost is None:
-                totals["unpriced_calls"] += 1
+                tokens["unpriced_calls"] += 1
             else:
-                totals["cost_usd"] += cost
+                spent += cost
         self.conn.execute(
             "UPDATE steps SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,"
-            " cost_usd = COALESCE(cost_usd, 0) + ?, unpriced_calls = unpriced_calls + ?"
+            " cost_pico = COALESCE(cost_pico, 0) + ?, unpriced_calls = unpriced_calls + ?"
             " WHERE doc_id = ? AND step = ?",
-            (totals["input_tokens"], totals["output_tokens"], totals["cost_usd"],
-             totals["unpriced_calls"], doc.id, work.step),
+            (tokens["input_tokens"], tokens["output_tokens"], spent,
+             tokens["unpriced_calls"], doc.id, work.step),
         )  # fmt: skip
-        return totals
+        return {**tokens, "cost_usd": money.text(from_pico(spent))}
 
     def complete_step(
         self, owner: Owner, work: Work, result: StepResult, *, claim_next: bool = True
@@ -496,10 +525,10 @@ class SQLiteStore(SQLiteReads):
             cost = self._record_calls(work, result.calls, kept=True)
             cursor = self.conn.execute(
                 "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?,"
-                " cache_key = ?, cached_from = ?, saved_usd = ?"
+                " cache_key = ?, cached_from = ?, saved_pico = ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
                 (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
-                 now_iso(), result.cache_key, result.cached_from, result.saved_usd,
+                 now_iso(), result.cache_key, result.cached_from, to_pico(result.saved_usd),
                  doc.id, work.step, StepStatus.RUNNING, owner.session_id),
             )  # fmt: skip
             self._changed(cursor, f"completing {work.step} of {doc.path}")
@@ -510,7 +539,7 @@ class SQLiteStore(SQLiteReads):
             data = {"attempt": work.attempt, "output": result.output,
                     "artifact": result.artifact, "sha256": result.sha256, **cost,
                     "cache_key": result.cache_key, "cached_from": result.cached_from,
-                    "saved_usd": result.saved_usd}  # fmt: skip
+                    "saved_usd": money.text(result.saved_usd)}  # fmt: skip
             self._event(doc.run_id, "step_completed", data, doc.id, work.step)
             following = work.step.next()
             if following is None:
@@ -602,8 +631,9 @@ def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str
     return (*(None if r is None else str(r) for r in rates), price.source)  # type: ignore[return-value]
 
 
-def _next_budget(limit: float) -> str:
-    return f"{limit * 2:g}"
+def _next_budget(needed: Decimal) -> str:
+    """A budget that lets at least the refused call through, in whole cents."""
+    return f"{needed.quantize(Decimal('0.01'), rounding=ROUND_CEILING):f}"
 
 
 def _new_run_id() -> str:
