@@ -12,3 +12,8 @@ def now_iso() -> str:
 
 def epoch() -> float:
     return time.time()
+
+
+def epoch_of(iso: str) -> float:
+    """Seconds since the epoch of a time written by ``now_iso``."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -33,6 +33,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from durabatch import budget, discovery
+from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
 from durabatch.models.base import CallRecord, Provider
@@ -99,14 +100,11 @@ class _Partial:
 
 @dataclass(frozen=True)
 class _Reserve:
-    """A worker asks the writer to hold a paid call's worst case against --max-cost."""
+    """A worker asks the writer to write a paid call down before making it (and, under
+    --max-cost, to hold its worst case)."""
 
     work: Work
-    engine: str
-    host: str | None
-    model: str
-    input_tokens: int
-    output_tokens: int
+    call: PaidCall
     done: threading.Event
     refused: list[BaseException]
 
@@ -146,6 +144,8 @@ class Engine:
         self._drain_reason: str | None = None
         self._stopped_by: HaltError | NotFinished | None = None
         self._announced = False
+        # the dollars the user typed, exactly; None without --max-cost
+        self._limit = None if settings.max_cost is None else Decimal(str(settings.max_cost))
 
     # -- public -------------------------------------------------------------
 
@@ -352,9 +352,8 @@ class Engine:
             own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
                           reuse=None if self.settings.no_cache else
                           functools.partial(self._lookup, work))  # fmt: skip
-            budgeted = self.settings.max_cost is not None
-            guard = functools.partial(self._guard, work) if budgeted else None
-            token = budget.current.set(guard)
+            guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
+            token = budget.current.set(guard if self.provider.name != "local" else None)
             try:
                 result = STEPS[work.step](work, own)
             except BaseException as exc:
@@ -364,28 +363,25 @@ class Engine:
             finally:
                 budget.current.reset(token)
 
-    def _guard(self, work: Work, engine: str, host: str | None, model: str, input_tokens: int,
-               output_tokens: int) -> None:  # fmt: skip
+    def _guard(self, work: Work, call: PaidCall) -> None:
         """Runs in a worker before each paid attempt; the writer decides."""
-        message = _Reserve(work, engine, host, model, input_tokens, output_tokens,
-                           threading.Event(), [])  # fmt: skip
+        message = _Reserve(work, call, threading.Event(), [])
         self._results.put(message)
         self._wait_for_writer(work, message.done)
         if message.refused:
             raise message.refused[0]
 
     def _reserve(self, owner: Owner, message: _Reserve) -> None:
-        price = self.store.prices.price(message.engine, message.host, message.model)
-        worst = price.cost(message.input_tokens, message.output_tokens) if price else None
-        if worst is None:
+        call = message.call
+        price = self.store.prices.price(call.engine, call.host, call.model)
+        worst = price.cost(call.most_input_tokens, call.max_output_tokens) if price else None
+        if worst is None and self._limit is not None:
             raise HaltError(
-                f"the price of {message.model} at {message.host} is not known, so under "
+                f"the price of {call.model} at {call.host} is not known, so under "
                 "--max-cost the call would be made blind; give its price in durabatch.toml "
                 "[prices] or with --prices FILE, then `durabatch resume`"
             )
-        assert self.settings.max_cost is not None
-        limit = Decimal(str(self.settings.max_cost))  # the dollars the user typed, exactly
-        self.store.reserve(owner, message.work, worst, limit)
+        self.store.reserve(owner, message.work, call, worst, self._limit)
 
     def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()

@@ -36,10 +36,11 @@ from durabatch.formats import Extracted
 from durabatch.models.base import Provider
 from durabatch.pricing import Price, PriceBook, parse_prices
 from durabatch.sandbox import ParserPool
-from durabatch.steps.chunks import CHARS_PER_TOKEN, WINDOW_SHARE, split_text
+from durabatch.steps.chunks import piece_chars, split_text
 from durabatch.steps.extract import content_key, describe, reusable
 from durabatch.store import Store
 from durabatch.store.records import NewDocument
+from durabatch.tokens import CHARS_PER_TOKEN, approx_tokens
 
 MARGIN = Decimal("0.25")  # the expected dollars are within this share of the real cost
 SUMMARY_TOKENS = 120  # the prompt asks for at most five sentences
@@ -47,11 +48,6 @@ ENTITY_SHARE = 0.35  # entities JSON per token of text: ~1 entity per 25 words, 
 ENTITY_BASE_TOKENS = 16  # '{"entities": []}' and the message around it
 MESSAGE_TOKENS = 8  # chat template per message
 WORST_MESSAGE_BYTES = 16  # the budget's bound per message (see models.openai)
-
-
-def approx_tokens(text: str) -> int:
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return math.ceil(ascii_chars / CHARS_PER_TOKEN + (len(text) - ascii_chars))
 
 
 @dataclass
@@ -115,14 +111,10 @@ class Planner:
             step: StepCost(step, settings.model_for(step)) for step in ("summarize", "entities")
         }
 
-    def _limit(self, model: str) -> int:
-        tokens = self.settings.max_input_tokens or self.provider.window_tokens(model)
-        return max(200, int(tokens * CHARS_PER_TOKEN * WINDOW_SHARE))
-
     def add(self, text: str) -> None:
         most = self.settings.max_output_tokens
         summarize = self.steps["summarize"]
-        limit = self._limit(summarize.model)
+        limit = piece_chars(self.settings, self.provider, summarize.model)
         pieces = split_text(text, limit)
         for piece in pieces:
             summarize.add(self.summary_prompt, piece, SUMMARY_TOKENS, most)
@@ -135,7 +127,7 @@ class Planner:
                 break
             partials = partials[: len(rounds)]
         entities = self.steps["entities"]
-        for piece in split_text(text, self._limit(entities.model)):
+        for piece in split_text(text, piece_chars(self.settings, self.provider, entities.model)):
             share = ENTITY_BASE_TOKENS + math.ceil(approx_tokens(piece) * ENTITY_SHARE)
             entities.add(self.entities_prompt, piece, share, most)
 

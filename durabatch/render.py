@@ -193,6 +193,7 @@ def cost_views(report: dict[str, Any]) -> list[Any]:
         head.add_column(name, justify="right" if name else "left")
     for label, key in (("total", "total"), ("useful (committed)", "useful"),
                        ("wasted (failed, retried, redone)", "wasted"),
+                       ("  of which lost in flight", "lost_in_flight"),
                        ("saved by resume", "saved_by_resume")):  # fmt: skip
         head.add_row(label, *_spend_cells(report[key]))
     cache = report["saved_by_cache"]

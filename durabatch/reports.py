@@ -71,6 +71,8 @@ def cost_report(store: Store, run: Run) -> dict[str, Any]:
         "total": _dollars(total),
         "useful": _dollars(useful),
         "wasted": _dollars(wasted),
+        # paid calls whose answer never came back: the process died or a drain gave up
+        "lost_in_flight": _dollars(store.spend(run.id, error_class="LostInFlight")[0]),
         "saved_by_resume": _dollars(saved),
         "saved_by_cache": store.cache_savings(run.id),
         "by_model": [_dollars(r) for r in store.spend(run.id, by="model")],

@@ -118,7 +118,7 @@ def test_a_refused_attempt_keeps_what_the_call_already_spent() -> None:
     with FakeAPI() as api:
         api.script(ok_content("not json at all"))
         provider = OpenAIProvider(base_url=api.base_url, api_key=None)
-        token = budget.current.set(guard)
+        token = budget.current.set(budget.Guard(guard, limited=True))
         try:
             with pytest.raises(BudgetReached) as refused:
                 provider.entities("text", MODEL)

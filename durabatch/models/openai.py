@@ -182,13 +182,12 @@ class OpenAIProvider:
             raise RetryableError("the run is stopping")
         if budgeted():  # a worst case needs a bound on the answer
             body = body | {self._cap_param: self.max_output_tokens}
-            try:
-                before_paid_call(
-                    self.name, self.host, model, _most_input_tokens(body), self.max_output_tokens
-                )
-            except (DurabatchError, Cancelled) as refused:  # keep what this call already spent
-                refused.calls = tuple(calls)
-                raise
+        try:
+            before_paid_call(self.name, self.host, model, _prompt_of(body),
+                             _most_input_tokens(body), self.max_output_tokens)  # fmt: skip
+        except (DurabatchError, Cancelled) as refused:  # keep what this call already spent
+            refused.calls = tuple(calls)
+            raise
         self.gate.wait()
         record = _Recorder(self, model, n, calls)
         try:
@@ -309,6 +308,14 @@ def _content(response: httpx.Response, record: _Recorder, body: dict[str, Any]) 
         )
     record(200, None, None, usage)
     return content
+
+
+def _prompt_of(body: dict[str, Any]) -> str:
+    """What the server counts as input: the messages and any JSON schema."""
+    parts = [m["content"] for m in body["messages"]]
+    if "response_format" in body:
+        parts.append(json.dumps(body["response_format"]))
+    return "\n".join(parts)
 
 
 def _most_input_tokens(body: dict[str, Any]) -> int:

@@ -10,19 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, DurabatchError, Reason
-from durabatch.models.base import CallRecord, Reply
+from durabatch.models.base import CallRecord, Provider, Reply
 from durabatch.steps.context import StepContext
 from durabatch.store.records import Work
+from durabatch.tokens import CHARS_PER_TOKEN
 
 T = TypeVar("T")
-CHARS_PER_TOKEN = 4
 # leave a quarter of the window for the prompt and the answer
 WINDOW_SHARE = 0.75
 
 
 def chunk_chars(ctx: StepContext, model: str) -> int:
-    tokens = ctx.settings.max_input_tokens or ctx.provider.window_tokens(model)
+    return piece_chars(ctx.settings, ctx.provider, model)
+
+
+def piece_chars(settings: Settings, provider: Provider, model: str) -> int:
+    """The longest piece of text one call of ``model`` carries."""
+    tokens = settings.max_input_tokens or provider.window_tokens(model)
     return max(200, int(tokens * CHARS_PER_TOKEN * WINDOW_SHARE))
 
 

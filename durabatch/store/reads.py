@@ -85,16 +85,20 @@ class SQLiteReads:
         by: str | None = None,
         kept: bool | None = None,
         before: str | None = None,
+        error_class: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Model-call spend: grouped ``by`` model, step or document; only calls whose
-        answer was (``kept=True``) or was not committed; only calls made ``before``."""
+        answer was (``kept=True``) or was not committed; only calls made ``before``;
+        only calls that failed with ``error_class``."""
         where = ""
         params: tuple[Any, ...] = ()
         if kept is not None:
             where, params = " AND c.kept = ?", (int(kept),)
         if before is not None:
             where, params = where + " AND c.at < ?", (*params, before)
+        if error_class is not None:
+            where, params = where + " AND c.error_class = ?", (*params, error_class)
         return queries.spend(self.conn, run_id, by=by, where=where, params=params, limit=limit)
 
     def integrity_check(self) -> list[str]:

@@ -222,3 +222,18 @@ def m008_extractions(db: Database) -> None:
         "CREATE TABLE extractions (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL,"
         " path TEXT NOT NULL, output TEXT NOT NULL, artifact TEXT NOT NULL, at TEXT NOT NULL)"
     )
+
+
+@migrations(name="m009_calls_in_flight")
+def m009_calls_in_flight(db: Database) -> None:
+    """Every paid call is written down before it is made (with or without a budget), so
+    a call cut off by a crash is still counted: which model, where, and about how many
+    input tokens it carried."""
+    for statement in (
+        "ALTER TABLE reservations ADD COLUMN provider TEXT",
+        "ALTER TABLE reservations ADD COLUMN host TEXT",
+        "ALTER TABLE reservations ADD COLUMN model TEXT",
+        "ALTER TABLE reservations ADD COLUMN input_tokens INTEGER",
+        "CREATE INDEX reservations_step ON reservations(doc_id, step)",
+    ):
+        db.execute(statement)

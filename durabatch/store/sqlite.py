@@ -33,7 +33,8 @@ from sqlite_utils import Database
 
 from durabatch import money
 from durabatch.artifacts import ArtifactStore
-from durabatch.clock import epoch, now_iso
+from durabatch.budget import PaidCall
+from durabatch.clock import epoch, epoch_of, now_iso
 from durabatch.errors import BudgetReached, RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
 from durabatch.money import from_pico, to_pico
@@ -275,8 +276,6 @@ class SQLiteStore(SQLiteReads):
 
     def _recover(self, run_id: str) -> None:
         """Close sessions that died without ending; put their in-flight steps back."""
-        # a dead owner's reservations die with it (its unrecorded calls are lost anyway)
-        self.conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
         lost = self.conn.execute(
             "SELECT id FROM sessions WHERE run_id = ? AND ended_at IS NULL", (run_id,)
         ).fetchall()
@@ -296,6 +295,8 @@ class SQLiteStore(SQLiteReads):
         ).fetchall()
         for doc_id, step, attempt in running:
             self._abandon(run_id, doc_id, step, attempt, "owner died")
+        # the calls the dead owner had in flight are now failed attempts; no hold remains
+        self.conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
 
     def cached_step(self, cache_key: str) -> CachedStep | None:
         """The answer of a finished step with the same inputs, from any run here."""
@@ -337,18 +338,24 @@ class SQLiteStore(SQLiteReads):
                 (cache_key, sha256, path, json.dumps(output), artifact, now_iso()),
             )
 
-    def reserve(self, owner: Owner, work: Work, amount: Decimal, limit: Decimal) -> Decimal:
-        """Hold ``amount`` dollars for a paid call unless spent plus held would pass
-        ``limit``; returns what is spent and held already. Raises BudgetReached."""
+    def reserve(self, owner: Owner, work: Work, call: PaidCall, amount: Decimal | None,
+                limit: Decimal | None) -> Decimal:  # fmt: skip
+        """Write a paid call down before it is made, holding its worst case ``amount``;
+        under a budget (``limit``), refuse it (BudgetReached) when what is spent and held
+        would pass the limit. Returns what was spent and held before this call."""
         doc = work.document
         with self._tx():
             self._check_running(owner, work)
+            if limit is None:
+                self._note_call(work, call, amount)
+                return Decimal(0)
             (held,) = self.conn.execute(
                 "SELECT (SELECT COALESCE(SUM(cost_pico), 0) FROM model_calls WHERE run_id = ?)"
                 " + (SELECT COALESCE(SUM(amount_pico), 0) FROM reservations WHERE run_id = ?)",
                 (doc.run_id, doc.run_id),
             ).fetchone()
             committed = from_pico(held) or Decimal(0)
+            assert amount is not None, "a budget needs the call's worst case"
             if committed + amount > limit:
                 raised = _next_budget(max(limit * 2, committed + amount))
                 raise BudgetReached(
@@ -356,12 +363,17 @@ class SQLiteStore(SQLiteReads):
                     f"next call could cost up to ${amount:.4f}); raise it to continue: "
                     f"`durabatch resume {doc.run_id} --max-cost {raised}`"
                 )
-            self.conn.execute(
-                "INSERT INTO reservations (run_id, doc_id, step, amount_pico, at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (doc.run_id, doc.id, work.step, to_pico(amount), now_iso()),
-            )
+            self._note_call(work, call, amount)
         return committed
+
+    def _note_call(self, work: Work, call: PaidCall, amount: Decimal | None) -> None:
+        doc = work.document
+        self.conn.execute(
+            "INSERT INTO reservations (run_id, doc_id, step, amount_pico, at, provider, host,"
+            " model, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (doc.run_id, doc.id, work.step, to_pico(amount), now_iso(), call.engine, call.host,
+             call.model, call.input_tokens),
+        )  # fmt: skip
 
     def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
         with self._tx():
@@ -475,13 +487,15 @@ class SQLiteStore(SQLiteReads):
         """Insert one row per model call; add their tokens and dollars to the step.
 
         ``kept``: the answers are being committed; a failed attempt never is."""
+        doc = work.document
+        return self._record(doc.run_id, doc.id, work.step, work.attempt, calls, kept)
+
+    def _record(self, run_id: str, doc_id: int, step: str, attempt: int,
+                returned: Sequence[CallRecord], kept: bool) -> dict[str, Any]:  # fmt: skip
         tokens = {"input_tokens": 0, "output_tokens": 0, "unpriced_calls": 0}
         spent = 0
-        doc = work.document
         # the step's real costs replace its reservations in this same transaction
-        self.conn.execute(
-            "DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc.id, work.step)
-        )
+        calls = [*returned, *self._lost_calls(doc_id, step, len(returned))]
         for call in calls:
             price = self.prices.price(call.provider, call.host, call.model)
             exact = (
@@ -496,7 +510,7 @@ class SQLiteStore(SQLiteReads):
                 " host, retry, error_class, kept, cached_tokens, input_price, output_price,"
                 " cached_price, price_source)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc.run_id, doc.id, work.step, work.attempt, call.provider, call.model,
+                (run_id, doc_id, step, attempt, call.provider, call.model,
                  call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
                  call.error, now_iso(), call.host, call.retry, call.error_class,
                  int(kept and call.ok), call.cached_tokens, *_rates(price)),
@@ -512,9 +526,27 @@ class SQLiteStore(SQLiteReads):
             " cost_pico = COALESCE(cost_pico, 0) + ?, unpriced_calls = unpriced_calls + ?"
             " WHERE doc_id = ? AND step = ?",
             (tokens["input_tokens"], tokens["output_tokens"], spent,
-             tokens["unpriced_calls"], doc.id, work.step),
+             tokens["unpriced_calls"], doc_id, step),
         )  # fmt: skip
         return {**tokens, "cost_usd": money.text(from_pico(spent))}
+
+    def _lost_calls(self, doc_id: int, step: str, returned: int) -> list[CallRecord]:
+        """Calls written down before they were made whose answer never came back (the
+        process died, or a drain gave up on them): they may have been paid, so they are
+        kept as failed attempts, with the prompt's estimated tokens and no output."""
+        noted = self.conn.execute(
+            "SELECT provider, host, model, input_tokens, at FROM reservations"
+            " WHERE doc_id = ? AND step = ? ORDER BY id",
+            (doc_id, step),
+        ).fetchall()
+        self.conn.execute("DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc_id, step))
+        return [
+            CallRecord(row["provider"], row["model"], row["input_tokens"] or 0, 0,
+                       latency_ms=max(0.0, (epoch() - epoch_of(row["at"])) * 1000),
+                       error=LOST_IN_FLIGHT, error_class="LostInFlight", host=row["host"])
+            for row in noted[returned:]
+            if row["provider"] is not None  # older databases noted no call details
+        ]  # fmt: skip
 
     def complete_step(
         self, owner: Owner, work: Work, result: StepResult, *, claim_next: bool = True
@@ -591,13 +623,19 @@ class SQLiteStore(SQLiteReads):
         with self._tx():
             for work in works:
                 self._check_running(owner, work)
-                cost = self._record_calls(work, calls) if calls else {}
+                cost = self._record_calls(work, calls) if calls else None
                 doc = work.document
                 self._abandon(doc.run_id, doc.id, work.step, work.attempt, why, cost)
 
     def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str,
                  cost: dict[str, Any] | None = None) -> None:  # fmt: skip
-        self.conn.execute("DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc_id, step))
+        if (
+            cost is None
+            and self.conn.execute(
+                "SELECT 1 FROM reservations WHERE doc_id = ? AND step = ?", (doc_id, step)
+            ).fetchone()
+        ):
+            cost = self._record(run_id, doc_id, step, attempt, (), kept=False)
         self.conn.execute(
             "UPDATE steps SET status = ? WHERE doc_id = ? AND step = ?",
             (StepStatus.ABANDONED, doc_id, step),
@@ -621,6 +659,12 @@ class SQLiteStore(SQLiteReads):
         )
         data = {"status": status, "reason": reason, "error": error}
         self._event(doc.run_id, "document_finished", data, doc.id)
+
+
+LOST_IN_FLIGHT = (
+    "lost in flight: the process stopped before the answer came back; the call may "
+    "have been paid (input tokens estimated from the prompt, output unknown)"
+)
 
 
 def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str | None]:
