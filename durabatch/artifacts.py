@@ -30,7 +30,9 @@ class ArtifactStore:
             _fsync_dir(target.parent)
             return digest
         if not target.parent.exists():
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mode applies to the folder made, not its parents: make each one private
+            self.root.mkdir(exist_ok=True, mode=0o700)
+            target.parent.mkdir(exist_ok=True, mode=0o700)
             _fsync_dir(self.root)  # the new shard folder's name must survive power loss
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:

@@ -11,18 +11,17 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from durabatch import config, discovery, money, reports
-from durabatch.engine import Observer, Outcome, process_run
 from durabatch.errors import DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
     PlainObserver,
     RichObserver,
+    cell,
     cost_views,
     estimate_views,
     run_detail,
@@ -33,6 +32,9 @@ from durabatch.render import (
 from durabatch.store import Store, open_store
 from durabatch.store.records import Run
 from durabatch.verify import verify as verify_run
+
+if TYPE_CHECKING:  # the engine pulls in the parsers: imported when a run starts, so
+    from durabatch.engine import Observer, Outcome  # every other command starts fast
 
 app = typer.Typer(
     help="Durable batch LLM processing of documents: every step checkpointed, resumable.",
@@ -108,7 +110,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except DurabatchError as exc:
-        stderr_console().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        stderr_console().print(f"[bold red]error:[/] {cell(exc.message)}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -144,6 +146,8 @@ def _finish(store: Store, outcome: Outcome) -> None:
 
 
 def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
+    from durabatch.engine import process_run
+
     observer = _observer(run.id)
     try:
         return process_run(store, run, settings, observer)
@@ -395,6 +399,9 @@ def export(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File; default stdout.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the -o file if it exists.")
+    ] = False,
 ) -> None:
     """Write one record per document: path, sha256, status, summary, entities, error, cost.
 
@@ -408,12 +415,7 @@ def export(
         if output is None:
             write(rows, sys.stdout)
             return
-        try:
-            out = open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        except OSError as exc:
-            raise UsageError(f"cannot write {output}: {exc.strerror}; pick another -o") from exc
-        with out:
-            count = write(rows, out)
+        count = reports.write_file(output, rows, write, force=force)
         stderr_console().print(f"wrote {count} documents to {output}", highlight=False)
 
 

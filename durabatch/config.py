@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from durabatch.errors import UsageError
 from durabatch.pricing import parse_prices
@@ -164,6 +165,11 @@ def _validate(settings: Settings) -> None:
     if settings.base_url and not settings.base_url.startswith(("http://", "https://")):
         raise UsageError(
             f"--base-url must start with http:// or https://, not {settings.base_url!r}"
+        )
+    if settings.base_url and urlsplit(settings.base_url).password:
+        raise UsageError(
+            "--base-url carries a password, which would be stored with the run; give the URL "
+            "without it and the key in DURABATCH_API_KEY"
         )
     if settings.provider == "openai" and not settings.base_url:
         raise UsageError(

@@ -6,11 +6,13 @@ Results go to stdout; progress, notes and errors to stderr. Rich honours
 
 from __future__ import annotations
 
+import re
 import sys
 from decimal import Decimal
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,6 +30,21 @@ def stderr_console(file: TextIO | None = None) -> Console:
     return Console(file=file, stderr=file is None, highlight=False, soft_wrap=True)
 
 
+# control characters and the marks that reorder text on screen (bidi overrides)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """Text from a file name or an error as one safe line: a newline, an escape
+    sequence or a right-to-left override in a name is written out, never obeyed."""
+    return _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+def cell(text: str | None) -> str:
+    """``shown`` text in a Rich table or markup line: brackets in a name are not markup."""
+    return escape(shown(text or ""))
+
+
 class PlainObserver:
     """One timestamped line per event that matters, with the run id: grep-able cron logs."""
 
@@ -36,7 +53,7 @@ class PlainObserver:
         self.out = out or sys.stderr
 
     def _line(self, text: str) -> None:
-        print(f"{now_iso()} run={self.run_id} {text}", file=self.out, flush=True)
+        print(f"{now_iso()} run={self.run_id} {shown(text)}", file=self.out, flush=True)
 
     def started(self, run: Run, counts: Counts) -> None:
         left = counts.unfinished if run.discovered else "?"
@@ -93,12 +110,13 @@ class RichObserver:
             self.failed += finished == DocStatus.FAILED
             colour = "red" if finished == DocStatus.FAILED else "yellow"
             self.console.print(
-                f"[{colour}]{finished.value}[/] {work.document.path}: {detail}", markup=True
+                f"[{colour}]{finished.value}[/] {cell(work.document.path)}: {cell(detail)}",
+                markup=True,
             )
         self.progress.update(self.task, advance=1, failed=self.failed)
 
     def note(self, message: str) -> None:
-        self.console.print(message, markup=False)
+        self.console.print(shown(message), markup=False)
 
     def close(self) -> None:
         self.progress.stop()
@@ -173,8 +191,8 @@ def failures_table(failures: list[dict[str, Any]]) -> Table:
     for name in ("path", "status", "step", "reason", "what to do"):
         table.add_column(name, overflow="fold")
     for row in failures:
-        table.add_row(row["path"], row["status"], row["step"] or "", row["reason"],
-                      row["error"] or "")  # fmt: skip
+        table.add_row(cell(row["path"]), row["status"], row["step"] or "", row["reason"],
+                      cell(row["error"]))  # fmt: skip
     return table
 
 
@@ -209,7 +227,7 @@ def cost_views(report: dict[str, Any]) -> list[Any]:
         for name in (label, "calls", "input tokens", "output tokens", "dollars"):
             table.add_column(name, justify="left" if name == label else "right")
         for row in report[key]:
-            table.add_row(str(row.get(label) or ""), *_spend_cells(row))
+            table.add_row(cell(str(row.get(label) or "")), *_spend_cells(row))
         parts.append(table)
     return parts
 
@@ -254,7 +272,7 @@ def estimate_views(report: dict[str, Any]) -> list[Any]:
         for name in ("path", "status", "reason", "what to do"):
             failed.add_column(name, overflow="fold")
         for row in report["failures"]:
-            failed.add_row(row["path"], row["status"], row["reason"], row["error"])
+            failed.add_row(cell(row["path"]), row["status"], row["reason"], cell(row["error"]))
         parts.append(failed)
     return parts
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from decimal import Decimal
+from pathlib import Path
 from typing import IO, Any
 
 from durabatch import money
+from durabatch.errors import UsageError
 from durabatch.store import Store
 from durabatch.store.records import Document, Run, Step, StepState
 
@@ -165,6 +168,29 @@ def _row(doc: Document, steps: dict[Step, StepState]) -> dict[str, Any]:
         "input_tokens": sum(s.input_tokens for s in steps.values()),
         "output_tokens": sum(s.output_tokens for s in steps.values()),
     }
+
+
+Writer = Callable[[Iterator[dict[str, Any]], IO[str]], int]
+
+
+def write_file(path: Path, rows: Iterator[dict[str, Any]], write: Writer, *,
+               force: bool = False) -> int:  # fmt: skip
+    """Write to a temporary file beside ``path``, then rename it into place: a reader
+    never sees half an export, and an existing file is replaced only with ``force``."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; add --force to replace it, or pick another -o")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8", newline="") as out:
+            count = write(rows, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}; pick another -o") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return count
 
 
 def write_jsonl(rows: Iterator[dict[str, Any]], out: IO[str]) -> int:

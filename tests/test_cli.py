@@ -94,6 +94,12 @@ def test_export_csv_to_a_file(sample_docs: Path, tmp_path: Path) -> None:
     table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert len(table) == 9
     assert {"path", "sha256", "status", "summary", "entities", "error", "cost_usd"} <= set(table[0])
+    again = invoke("export", run_id, "-o", "out.csv")  # never overwritten by surprise
+    assert again.exit_code == 2 and "out.csv already exists; add --force" in again.stderr
+    assert len(list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))) == 9
+    forced = invoke("export", run_id, "-o", "out.csv", "--force")
+    assert forced.exit_code == 0 and (tmp_path / "out.csv").read_text().startswith('{"path"')
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_status_json_of_one_run_has_the_contract_keys(sample_docs: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -58,3 +59,32 @@ def test_verify_of_a_run_in_progress_agrees_with_itself(tmp_path: Path) -> None:
     assert checks >= 1
     proc.communicate(timeout=120)
     assert proc.returncode == 0
+
+
+def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: Path) -> None:
+    """Overlapping cron jobs: the second `run` over the same paths is refused with 75
+    and names the owner; only one run exists, and it finishes."""
+    docs = folder(tmp_path, "inbox", 150)
+    first = spawn(tmp_path, "run", docs, "--concurrency", "2")
+    assert first.stdout is not None
+    run_id = first.stdout.readline().strip()  # the run exists and is locked
+    started = time.monotonic()
+    second = spawn(tmp_path, "run", docs)
+    out, err = second.communicate(timeout=60)
+    refused_after = time.monotonic() - started
+    assert second.returncode == 75, err
+    assert f"a run over the same paths is in progress: run {run_id}" in err
+    assert f"pid {first.pid}" in err and "Traceback" not in err and out == ""
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    listed = subprocess.run(
+        [durabatch_bin(), "status", "--json", "--db", "shared.db"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert [run["run_id"] for run in json.loads(listed.stdout)] == [run_id]
+    assert verify(tmp_path, run_id).returncode == 0
+    print(f"the second run was refused after {refused_after:.2f} s")  # figure for the notes
+    # a later run over the same paths, once the first has ended, is welcome
+    again = spawn(tmp_path, "run", docs)
+    again.communicate(timeout=120)
+    assert again.returncode == 0

@@ -20,6 +20,8 @@ class RunLocks:
 
     def take(self, run_id: str) -> bool:
         """Take the run's lock without waiting; False when a live process holds it."""
+        if run_id in self._held:
+            return True
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.folder / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -29,6 +31,15 @@ class RunLocks:
             return False
         self._held[run_id] = fd
         return True
+
+    def held_elsewhere(self, run_id: str) -> bool:
+        """Whether a live process (not this store) holds the run's lock right now."""
+        if run_id in self._held or not (self.folder / f"{run_id}.lock").exists():
+            return False
+        if not self.take(run_id):
+            return True
+        self.drop(run_id)
+        return False
 
     def drop(self, run_id: str) -> None:
         fd = self._held.pop(run_id, None)

@@ -149,16 +149,40 @@ class SQLiteStore(SQLiteReads):
     # -- runs ---------------------------------------------------------------
 
     def create_run(self, settings: dict[str, Any], inputs: list[str]) -> Run:
+        """A new run, locked by this process from its first moment; refused (exit 75) while
+        a live process works on a run over the same paths from the same folder, so two
+        overlapping cron jobs never process the same documents twice."""
         run_id = _new_run_id()
         now = now_iso()
-        with self._tx():
-            self.conn.execute(
-                "INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, RunStatus.RUNNING, json.dumps(settings), json.dumps(inputs), now, now),
-            )
-            self._event(run_id, "run_created", {"settings": settings, "inputs": inputs})
+        self.locks.take(run_id)
+        try:
+            with self._tx():
+                self._refuse_overlap(settings.get("cwd"), inputs)
+                self.conn.execute(
+                    "INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, RunStatus.RUNNING, json.dumps(settings), json.dumps(inputs), now,
+                     now),
+                )  # fmt: skip
+                self._event(run_id, "run_created", {"settings": settings, "inputs": inputs})
+        except BaseException:
+            self.locks.drop(run_id)
+            raise
         return self.get_run(run_id)
+
+    def _refuse_overlap(self, cwd: str | None, inputs: list[str]) -> None:
+        rows = self.conn.execute(
+            "SELECT id, settings FROM runs WHERE status = ? AND inputs = ?",
+            (RunStatus.RUNNING, json.dumps(inputs)),
+        ).fetchall()
+        for row in rows:
+            same_place = json.loads(row["settings"]).get("cwd") == cwd
+            if same_place and self.locks.held_elsewhere(row["id"]):
+                try:
+                    self._refuse(row["id"])
+                except RunOwnedError as owned:
+                    owned.message = f"a run over the same paths is in progress: {owned.message}"
+                    raise
 
     def get_run(self, run_id: str) -> Run:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
