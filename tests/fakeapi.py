@@ -242,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply(404, body=error_body("no such endpoint", "invalid_request", None)))
             return
         self._send(api.reply_for(request))
+        if api.after_reply is not None:  # e.g. kill the client before it can commit
+            api.after_reply(request)
 
     def _send(self, reply: Reply) -> None:
         if reply.delay:
@@ -298,6 +300,8 @@ class FakeAPI:
         self.latency = latency
         self.requests: list[Request] = []
         self.default: Callable[[Request], Reply] = lambda r: echo(r, self.latency)
+        # called once a reply has been sent in full (flushed to the socket)
+        self.after_reply: Callable[[Request], None] | None = None
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
         self._matchers: list[tuple[Predicate, deque[Reply] | Reply]] = []
