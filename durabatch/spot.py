@@ -142,10 +142,15 @@ class SpotWatcher:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
+        """The run is over: no more polls, notes or drains."""
         self._stop.set()
-        # a poll takes at most a few timeouts; the thread is a daemon if it takes longer
-        self._thread.join(timeout=3 * TIMEOUT_SECONDS)
+        # a finished run does not wait out a hung poll; the thread is a daemon
+        self._thread.join(timeout=TIMEOUT_SECONDS)
 
     def _watch(self) -> None:
         # trust_env=False: an HTTP(S)_PROXY meant for the model API must not see these requests
@@ -156,18 +161,21 @@ class SpotWatcher:
                 self._stop.wait(self.interval)
 
     def _poll_once(self, client: httpx.Client) -> bool:
+        """One look; True when the watch is over (a notice, or a bug in the watcher)."""
         try:
             notice = self.source.poll(client)
         except (httpx.HTTPError, SpotError) as exc:
-            if not self._failing:
-                self._failing = True
+            if not self._failing and not self._stop.is_set():
                 self._note(
                     f"spot watch: cannot read {self.source.url} ({type(exc).__name__}: {exc}); "
                     f"still polling every {self.interval:g}s, the run goes on"
                 )
+            self._failing = True
             return False
         except Exception as exc:  # a watcher bug must never take the run down with it
             self._note(f"spot watch stopped: {type(exc).__name__}: {exc}")
+            return True
+        if self._stop.is_set():  # the answer came after the run ended
             return True
         if self._failing:
             self._failing = False
