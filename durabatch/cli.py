@@ -71,6 +71,19 @@ MaxCost = Annotated[
 ExtractTimeout = Annotated[
     float | None, typer.Option(help="Seconds one document may take to parse (60).")
 ]
+WatchSpot = Annotated[
+    str | None,
+    typer.Option(
+        help="Drain when the cloud announces a spot reclaim or preemption: aws, gcp or a "
+        "URL (200 = notice, 404 = none)."
+    ),
+]
+SpotBaseUrl = Annotated[
+    str | None, typer.Option(help="Metadata server for --watch-spot aws/gcp (the cloud's own).")
+]
+SpotInterval = Annotated[
+    float | None, typer.Option(help="Seconds between two looks for a spot notice (5).")
+]
 
 
 Paths = Annotated[list[str], typer.Argument(help="Files and folders (walked recursively).")]
@@ -177,6 +190,9 @@ def run(
     read_timeout: ReadTimeout = None,
     max_cost: MaxCost = None,
     no_cache: NoCache = False,
+    watch_spot: WatchSpot = None,
+    spot_base_url: SpotBaseUrl = None,
+    spot_interval: SpotInterval = None,
 ) -> None:
     """Process documents in a new run; prints the run id first.
 
@@ -189,7 +205,8 @@ def run(
             grace=grace, extract_timeout=extract_timeout, include=include or (),
             exclude=exclude or (), max_input_tokens=max_input_tokens, read_timeout=read_timeout,
             price_provider=price_provider, prices=read_price_file(prices) if prices else None,
-            max_cost=max_cost, no_cache=no_cache or None,
+            max_cost=max_cost, no_cache=no_cache or None, watch_spot=watch_spot,
+            spot_base_url=spot_base_url, spot_interval=spot_interval,
         )  # fmt: skip
         discovery.check_paths(paths)
         store = _store(settings, create=True)
@@ -211,6 +228,9 @@ def resume(
     read_timeout: ReadTimeout = None,
     max_cost: MaxCost = None,
     no_cache: NoCache = False,
+    watch_spot: WatchSpot = None,
+    spot_base_url: SpotBaseUrl = None,
+    spot_interval: SpotInterval = None,
 ) -> None:
     """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
 
@@ -219,7 +239,8 @@ def resume(
     with _user_errors():
         settings = _settings(
             db=db, concurrency=concurrency, grace=grace, extract_timeout=extract_timeout,
-            read_timeout=read_timeout, no_cache=no_cache or None,
+            read_timeout=read_timeout, no_cache=no_cache or None, watch_spot=watch_spot,
+            spot_base_url=spot_base_url, spot_interval=spot_interval,
         )  # fmt: skip
         store = _store(settings)
         found = store.get_run(run_id) if run_id else store.latest_unfinished_run()

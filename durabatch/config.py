@@ -62,6 +62,10 @@ class Settings:
     max_output_tokens: int = 2048
     # reuse a finished step with the same inputs from an earlier run of this database
     no_cache: bool = False
+    # spot/preemption notices: aws, gcp or a URL; polled while the run works, then a drain
+    watch_spot: str | None = None
+    spot_base_url: str | None = None  # the metadata server of aws/gcp (tests, proxies)
+    spot_interval: float = 5.0
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}
@@ -188,3 +192,26 @@ def _validate(settings: Settings) -> None:
         raise UsageError("--concurrency must be at least 1")
     if settings.grace < 0 or settings.extract_timeout <= 0:
         raise UsageError("--grace must be >= 0 and --extract-timeout > 0")
+    _validate_spot(settings)
+
+
+def _validate_spot(settings: Settings) -> None:
+    watch, base = settings.watch_spot, settings.spot_base_url
+    if watch is not None and watch.lower() not in ("aws", "gcp") and not _is_url(watch):
+        raise UsageError(
+            f"--watch-spot must be aws, gcp or an http:// or https:// URL, not {watch!r}"
+        )
+    if base is not None and not _is_url(base):
+        raise UsageError(f"--spot-base-url must start with http:// or https://, not {base!r}")
+    if base is not None and watch is not None and _is_url(watch):
+        raise UsageError(
+            "--spot-base-url is for --watch-spot aws or gcp; with a URL, --watch-spot is "
+            "the whole address"
+        )
+    if settings.spot_interval <= 0:
+        raise UsageError("--spot-interval must be more than 0 seconds")
+
+
+def _is_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)

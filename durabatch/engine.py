@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from durabatch import budget, discovery
+from durabatch import budget, discovery, spot
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
@@ -475,17 +475,24 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
 
 
 def process_run(store: Store, run: Run, settings: Settings, observer: Observer) -> Outcome:
-    """Process a run to its end, or until a signal drains it."""
+    """Process a run to its end, or until a signal (or a spot notice) drains it."""
     from durabatch.models import make_provider
 
     stopping = threading.Event()
     store.prices = PriceBook(parse_prices(settings.prices, "your prices"), settings.price_provider)
     provider = make_provider(settings, stopping)
     engine = Engine(store, settings, provider, observer, draining=stopping)
+    watcher = None
+    if settings.watch_spot:
+        source = spot.make_source(settings.watch_spot, settings.spot_base_url)
+        watcher = spot.SpotWatcher(source, settings.spot_interval, engine.drain, observer.note)
+        watcher.start()
     try:
         with drain_on_signals(engine):
             return engine.process(run)
     finally:
+        if watcher is not None:
+            watcher.stop()
         close = getattr(provider, "close", None)
         if close is not None:
             close()
