@@ -194,8 +194,11 @@ class Engine:
         if self.draining.is_set() and not self._announced:
             self._announced = True
             grace = f"finishing in-flight steps (up to {self.settings.grace:g}s)"
-            if self._stopped_by is None:
-                self.observer.note(f"{self._drain_reason}: {grace}; send it again to stop at once")
+            reason = self._drain_reason or "stop requested"
+            if self._stopped_by is None and reason.startswith("SIG"):
+                self.observer.note(f"{reason}: {grace}; send it again to stop at once")
+            elif self._stopped_by is None:
+                self.observer.note(f"{reason}: {grace}")
             else:
                 self.observer.note(f"stopping the run ({self._drain_reason}): {grace}")
         return self.draining.is_set()
@@ -425,7 +428,7 @@ class Engine:
         elif stopped is not None:
             status, outcome = RunStatus.PAUSED, f"paused: {stopped.message}"
         else:
-            status, outcome = RunStatus.INTERRUPTED, "interrupted"
+            status, outcome = RunStatus.INTERRUPTED, f"interrupted: {self._drain_reason}"
         self.store.release(run.id, owner, status, outcome)
         return status
 

@@ -310,7 +310,7 @@ def test_sigterm_drains_within_the_grace_then_resume_finishes(ws: Workspace) -> 
     if ends[0].type == "step_abandoned":
         assert ends[0].data["why"] == "shutdown"
     [ended] = of_type(after, "session_ended")
-    assert ended.data["outcome"] == "interrupted"
+    assert ended.data["outcome"] == "interrupted: SIGTERM"
     status = ws.status(run_id)
     assert (status["status"], status["interruptions"]) == ("interrupted", 1)
     assert status["documents"]["running"] == 0
@@ -319,7 +319,7 @@ def test_sigterm_drains_within_the_grace_then_resume_finishes(ws: Workspace) -> 
     assert verify.popen.returncode == 0, verify.describe()
 
     status = _assert_resumes_to_the_end(ws, run_id)
-    assert [s["outcome"] for s in status["sessions"]] == ["interrupted", "finished"]
+    assert [s["outcome"] for s in status["sessions"]] == ["interrupted: SIGTERM", "finished"]
 
 
 def test_second_sigterm_exits_at_once_and_the_run_still_resumes(ws: Workspace) -> None:

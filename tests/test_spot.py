@@ -201,7 +201,8 @@ def test_a_notice_drains_the_run_and_resume_finishes_it(
     assert (status["status"], status["interruptions"]) == ("interrupted", 1)
     assert status["documents"]["running"] == 0
     assert 1 <= status["documents"]["done"] < total, "the notice must stop a busy run"
-    assert [s["outcome"] for s in status["sessions"]] == ["interrupted"]
+    [outcome] = [s["outcome"] for s in status["sessions"]]  # the notice is in the history
+    assert outcome.startswith("interrupted: spot notice: "), outcome
 
     if kind == "aws":
         tokens = server.requests(TOKEN_PATH, "PUT")
