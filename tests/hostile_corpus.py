@@ -157,6 +157,8 @@ def _texts(corpus: Corpus) -> None:
         huge.truncate(MAX_BYTES + 1)  # sparse: instant to make, no disk used
     noise = random.Random(2).randbytes(8192)
     corpus.add("binary.txt", noise, Outcome("skipped", "unsupported_type"))
+    high = bytes(byte | 0x80 for byte in noise)  # no NUL, no controls: fits no encoding
+    corpus.add("high_bytes.txt", high, Outcome("skipped", "unsupported_type"))
 
 
 def _page(text: str, charset: str) -> bytes:

@@ -16,6 +16,7 @@ open the mode-000 file: exactly the position of a user whose file is not theirs.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 import tracemalloc
@@ -29,7 +30,7 @@ from crashkit import slow_html as make_slow_html
 from hostile_corpus import DELETED, MAX_BYTES, SLOW, UNREADABLE, Corpus, write_corpus
 
 from durabatch.discovery import discover
-from durabatch.errors import DocumentError
+from durabatch.errors import DocumentError, DocumentSkipped
 from durabatch.formats import extract_text
 from durabatch.formats.decode import decode_bytes
 from durabatch.formats.markdown import markdown_to_text
@@ -204,6 +205,20 @@ def test_utf8_with_a_damaged_byte_stays_utf8() -> None:
     legacy = decode_bytes(text.encode("cp1252"))  # no well-formed UTF-8: not taken for it
     assert "Café Müller in Zürich" in legacy and "\ufffd" not in legacy
     assert decode_bytes("Правление порта Ривертон".encode("cp1251")) == "Правление порта Ривертон"
+
+
+def test_high_bytes_that_fit_no_encoding_are_binary(tmp_path: Path) -> None:
+    """Regression (found by fuzzing): random bytes without NUL or control characters,
+    named .txt, came out as a page of cp1252 mojibake and went on to be summarised."""
+    noise = bytes(byte | 0x80 for byte in random.Random(4).randbytes(4096))
+    path = tmp_path / "noise.txt"
+    path.write_bytes(noise)
+    with pytest.raises(DocumentSkipped) as caught:
+        extract_text(path, max_bytes=MAX_BYTES)
+    assert caught.value.reason == "unsupported_type"
+    assert "no text encoding fits" in caught.value.message
+    accented = "Café Müller in Zürich; naïve façade, déjà vu. " * 5
+    assert decode_bytes(accented.encode("cp1252")).startswith("Café Müller")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ page declares about itself, then UTF-8 with a few damaged bytes (a file cut or
 spliced mid-character is still UTF-8: guessing a legacy encoding for it would
 turn every accent into mojibake), then charset-normalizer's statistical guess,
 and finally cp1252 with replacement characters so that something always comes
-out.
+out - unless most of the bytes are non-ASCII and no encoding fits them: that is
+binary data with a text name, not a document.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _MAX_CONTROL_RATIO = 0.05
 # Damaged UTF-8: at least this many well-formed non-ASCII characters per bad byte. Legacy
 # text almost never forms well-formed multi-byte UTF-8 sequences by accident.
 _MIN_GOOD_PER_DAMAGED = 4
+# No encoding fits and more than this share of bytes is non-ASCII: binary, not text.
+_MAX_UNFITTED_HIGH_RATIO = 0.3
 
 
 def decode_bytes(data: bytes, *, html: bool = False) -> str:
@@ -105,6 +108,9 @@ def _guess(data: bytes) -> str:
     results = from_bytes(data)
     best = results.best()
     if best is None:
+        high = sum(1 for byte in data if byte > 0x7F)
+        if high > len(data) * _MAX_UNFITTED_HIGH_RATIO:
+            raise _binary("no text encoding fits its bytes")
         return data.decode("cp1252", errors="replace")
     # Western European text often fits cp1250, cp1252 and cp1257 equally well;
     # cp1252 is by far the most common of them, so it wins a tie.
