@@ -5,6 +5,11 @@ crash finds the same documents in the same order), one directory at a time,
 so memory stays flat however many files there are. Hidden files and folders
 (names starting with a dot) are left out of folder walks, and so are the
 database and its files; a file named explicitly is always taken.
+
+Symbolic links to folders are not followed (a link back to a parent would
+walk forever). A link that leads nowhere - to a file that is gone, or round
+a loop of links - is taken as a document, so that it ends ``failed`` with a
+reason a person can see instead of vanishing from the run.
 """
 
 from __future__ import annotations
@@ -40,12 +45,22 @@ def discover(
         else:
             files = iter([(root, os.stat(root).st_size)]) if root.exists() else iter([])
         for path, size in files:
-            source = str(path.resolve())
+            source = _source(path)
             if any(source == i or source.startswith(i + os.sep) for i in ignored):
                 continue
             shown = _shown(path, base)
             if _wanted(shown, include, exclude):
                 yield NewDocument(path=shown, source=source, size=size)
+
+
+def _source(path: Path) -> str:
+    """The absolute path with links resolved; for a link that leads nowhere, the link."""
+    if os.path.exists(path):
+        try:
+            return str(path.resolve())
+        except (OSError, RuntimeError):  # a loop of links made meanwhile (RuntimeError < 3.13)
+            pass
+    return str(path.parent.resolve() / path.name)
 
 
 def _shown(path: Path, base: Path) -> str:
@@ -67,6 +82,8 @@ def _walk(folder: Path) -> Iterator[tuple[Path, int]]:
         try:
             if entry.is_dir(follow_symlinks=False):
                 yield from _walk(Path(entry.path))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                yield Path(entry.path), 0  # a broken link or a loop: extract says which
             elif entry.is_file():
                 yield Path(entry.path), entry.stat().st_size
         except OSError:

@@ -11,6 +11,7 @@ says what to do next. The engine runs this in a worker process with a deadline.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pathlib
@@ -74,12 +75,20 @@ def _size(path: pathlib.Path) -> int:
     try:
         info = path.stat()
     except FileNotFoundError as exc:
-        raise _missing(path, "it does not exist (moved or deleted?)") from exc
+        raise _missing(path, _gone(path)) from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _missing(path, "it is a symbolic link in a loop of links") from exc
         raise _missing(path, f"it cannot be examined ({exc.strerror})") from exc
     if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would block the read
         raise _missing(path, "it is not a regular file")
     return info.st_size
+
+
+def _gone(path: pathlib.Path) -> str:
+    if path.is_symlink():
+        return f"it is a symbolic link to {os.readlink(path)}, which does not exist"
+    return "it does not exist (moved or deleted?)"
 
 
 def _kind(path: pathlib.Path) -> str:
@@ -136,5 +145,6 @@ def _too_large(size: int, max_bytes: int) -> DocumentSkipped:
 def _missing(path: pathlib.Path, why: str) -> DocumentError:
     return DocumentError(
         Reason.MISSING,
-        f"{path} cannot be processed: {why}; restore it or remove it from the inputs",
+        f"{path} cannot be processed: {why}; restore it (or fix its permissions or link), "
+        "or leave it out of the inputs",
     )

@@ -2,8 +2,12 @@
 
 The order matters: a byte-order mark is the strongest evidence, then strict
 UTF-8 (which almost never decodes legacy text by accident), then what an HTML
-page declares about itself, then charset-normalizer's statistical guess, and
-finally cp1252 with replacement characters so that something always comes out.
+page declares about itself, then UTF-8 with a few damaged bytes (a file cut or
+spliced mid-character is still UTF-8: guessing a legacy encoding for it would
+turn every accent into mojibake), then charset-normalizer's statistical guess,
+and finally cp1252 with replacement characters so that something always comes
+out - unless most of the bytes are non-ASCII and no encoding fits them: that is
+binary data with a text name, not a document.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([a-z0-9_.:-]+)"
 _READ_AS_CP1252 = frozenset({"latin-1", "iso8859-1", "ascii"})
 _WHITESPACE_CONTROLS = frozenset("\t\n\r\f\v")
 _MAX_CONTROL_RATIO = 0.05
+# Damaged UTF-8: at least this many well-formed non-ASCII characters per bad byte. Legacy
+# text almost never forms well-formed multi-byte UTF-8 sequences by accident.
+_MIN_GOOD_PER_DAMAGED = 4
+# No encoding fits and more than this share of bytes is non-ASCII: binary, not text.
+_MAX_UNFITTED_HIGH_RATIO = 0.3
 
 
 def decode_bytes(data: bytes, *, html: bool = False) -> str:
@@ -54,6 +63,8 @@ def _decode_unmarked(data: bytes, *, html: bool) -> str:
     text = _decode_utf8(data)
     if text is None and html:
         text = _decode_declared(data)
+    if text is None:
+        text = _decode_damaged_utf8(data)
     return _guess(data) if text is None else text
 
 
@@ -62,6 +73,16 @@ def _decode_utf8(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _decode_damaged_utf8(data: bytes) -> str | None:
+    """UTF-8 with a few invalid bytes, each shown as U+FFFD; None if it is not UTF-8."""
+    text = data.decode("utf-8", errors="replace")
+    damaged = text.count("\ufffd")
+    good = sum(1 for char in text if char > "\x7f") - damaged
+    if good and good >= damaged * _MIN_GOOD_PER_DAMAGED:
+        return text
+    return None
 
 
 def _decode_declared(data: bytes) -> str | None:
@@ -87,6 +108,9 @@ def _guess(data: bytes) -> str:
     results = from_bytes(data)
     best = results.best()
     if best is None:
+        high = sum(1 for byte in data if byte > 0x7F)
+        if high > len(data) * _MAX_UNFITTED_HIGH_RATIO:
+            raise _binary("no text encoding fits its bytes")
         return data.decode("cp1252", errors="replace")
     # Western European text often fits cp1250, cp1252 and cp1257 equally well;
     # cp1252 is by far the most common of them, so it wins a tie.
