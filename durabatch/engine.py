@@ -257,6 +257,9 @@ class Engine:
 
     def _submit(self, owner: Owner, work: Work) -> None:
         self._inflight[work.document.id] = work
+        if work.recheck:  # the worker first checks the file; no answer is reused before
+            self._tasks.put(work)
+            return
         key = self._cache_key(work)
         hit = self.store.cached_step(key) if key and not self.settings.no_cache else None
         if hit is None:
@@ -326,6 +329,10 @@ class Engine:
             self._fail(owner, work, message.error)
 
     def _fail(self, owner: Owner, work: Work, error: BaseException) -> None:
+        if isinstance(error, SourceChanged):
+            self.store.restart_document(owner, work, error.sha256)
+            self.observer.note(f"{work.document.path} changed since it was read: starting over")
+            return
         if isinstance(error, Cancelled):
             self.store.abandon(owner, [work], str(error), error.calls)
             return
@@ -358,6 +365,8 @@ class Engine:
             guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
             token = budget.current.set(guard if self.provider.name != "local" else None)
             try:
+                if work.recheck:
+                    _same_source(work, self.settings.max_bytes)
                 result = STEPS[work.step](work, own)
             except BaseException as exc:
                 self._results.put(_Finished(work, error=exc))
@@ -435,6 +444,20 @@ class Engine:
 
 def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:
     raise AssertionError("each worker binds the checkpoint to its own work")
+
+
+class SourceChanged(Exception):
+    def __init__(self, sha256: str | None) -> None:
+        super().__init__(f"the file now hashes to {sha256}")
+        self.sha256 = sha256
+
+
+def _same_source(work: Work, max_bytes: int) -> None:
+    """On a document's first step in this session: is the file what was extracted?
+    A file that can no longer be read keeps the text already taken from it."""
+    now = extract.file_sha256(Path(work.document.source), max_bytes)
+    if now is not None and now != work.document.sha256:
+        raise SourceChanged(now)
 
 
 def _failure(error: BaseException, failures: int, max_attempts: int) -> StepFailure:

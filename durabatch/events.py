@@ -150,6 +150,15 @@ def _step_abandoned(state: State, event: Event) -> None:
     _doc(state, event)["status"] = DocStatus.PENDING
 
 
+def _document_changed(state: State, event: Event) -> None:
+    """The file changed between sessions: the document starts over from extract."""
+    for key in [k for k in state.steps if k[0] == event.doc_id]:
+        del state.steps[key]
+    for chunk in [k for k in state.partials if k[0] == event.doc_id]:
+        del state.partials[chunk]
+    _doc(state, event).update(status=DocStatus.PENDING, step=Step.EXTRACT, sha256=None)
+
+
 def _document_finished(state: State, event: Event) -> None:
     doc = _doc(state, event)
     status = event.data["status"]
@@ -171,5 +180,6 @@ _HANDLERS: dict[str, Callable[[State, Event], None]] = {
     "step_completed": _step_completed,
     "step_failed": _step_failed,
     "step_abandoned": _step_abandoned,
+    "document_changed": _document_changed,
     "document_finished": _document_finished,
 }

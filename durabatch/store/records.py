@@ -112,6 +112,8 @@ class Work:
     attempt: int
     text_artifact: str | None = None
     partials: tuple[Any, ...] = ()
+    # the text was extracted by an earlier session: check the file is still the same
+    recheck: bool = False
 
 
 @dataclass(frozen=True)

@@ -463,8 +463,8 @@ class SQLiteStore(SQLiteReads):
 
     def _work(self, owner: Owner, doc: Document, step: Step) -> Work:
         # one row: this step's attempt, the extracted text, the content hash as it is now
-        attempt, artifact, sha256 = self.conn.execute(
-            "SELECT s.attempts, x.artifact, d.sha256 FROM steps s JOIN documents d"
+        attempt, artifact, sha256, extracted_by = self.conn.execute(
+            "SELECT s.attempts, x.artifact, d.sha256, x.session_id FROM steps s JOIN documents d"
             " ON d.id = s.doc_id LEFT JOIN steps x ON x.doc_id = s.doc_id AND x.step = ?"
             " WHERE s.doc_id = ? AND s.step = ?",
             (Step.EXTRACT, doc.id, step),
@@ -481,7 +481,25 @@ class SQLiteStore(SQLiteReads):
             attempt=attempt,
             text_artifact=artifact,
             partials=tuple(json.loads(row[0]) for row in partials),
+            recheck=step != Step.EXTRACT and extracted_by != owner.session_id,
         )
+
+    def restart_document(self, owner: Owner, work: Work, sha256: str | None) -> None:
+        """The file changed since its text was extracted: what was done with the old
+        content is history (its calls become waste); the document starts again."""
+        doc = work.document
+        with self._tx():
+            self._check_running(owner, work)
+            for table in ("partials", "steps", "reservations"):
+                self.conn.execute(f"DELETE FROM {table} WHERE doc_id = ?", (doc.id,))
+            self.conn.execute("UPDATE model_calls SET kept = 0 WHERE doc_id = ?", (doc.id,))
+            self.conn.execute(
+                "UPDATE documents SET status = ?, step = ?, sha256 = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (DocStatus.PENDING, Step.EXTRACT, now_iso(), doc.id),
+            )
+            data = {"old_sha256": doc.sha256, "new_sha256": sha256, "at_step": work.step}
+            self._event(doc.run_id, "document_changed", data, doc.id)
 
     def save_partial(self, owner: Owner, work: Work, index: int, output: Any,
                      calls: Sequence[CallRecord]) -> None:  # fmt: skip
