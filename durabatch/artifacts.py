@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from durabatch.errors import StoreError
+
 
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
@@ -22,9 +24,19 @@ class ArtifactStore:
         return self.root / digest[:2] / digest
 
     def put_text(self, text: str) -> str:
+        """Store ``text`` durably; a full or read-only disk halts the run (it is not
+        the document's fault, and no document may fail for it)."""
         data = text.encode("utf-8")
         digest = hashlib.sha256(data).hexdigest()
-        target = self.path(digest)
+        try:
+            return self._put(self.path(digest), digest, data)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to {self.root}: {exc.strerror or exc}; free disk space or fix "
+                "permissions, then `durabatch resume`"
+            ) from exc
+
+    def _put(self, target: Path, digest: str, data: bytes) -> str:
         if target.exists():
             # a writer killed between rename and fsync may have left it undurable
             _fsync_dir(target.parent)

@@ -234,12 +234,13 @@ class Workspace:
 
     root: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    db_file: Path | None = None  # elsewhere than the folder, e.g. on a small disk
     _count: int = 0
     _procs: list[Proc] = field(default_factory=list)
 
     @property
     def db(self) -> Path:
-        return self.root / "d.db"
+        return self.db_file or self.root / "d.db"
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         return [durabatch_bin(), *args, "--db", str(self.db)]

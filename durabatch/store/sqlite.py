@@ -85,6 +85,11 @@ class SQLiteStore(SQLiteReads):
                 with self._tx():
                     migrations.apply(self.db)
         except sqlite3.DatabaseError as exc:
+            if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+                raise StoreError(
+                    f"the disk holding {path} is read-only ({exc}); remount it read-write, "
+                    "then `durabatch resume`"
+                ) from exc
             raise StoreError(
                 f"cannot use database {path}: {exc}; check that it is a durabatch "
                 "database on a writable disk"
