@@ -103,6 +103,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.running: dict[int, Work] = {}  # claimed by the current owner, by document
         self.stale: list[tuple[Owner, Work]] = []  # completed, or of a session that ended
         self.seen: list[Document] = []  # documents as pending_documents once returned them
+        self.reserved: Counter[int] = Counter()  # calls written down, by running document
+        self.lost = 0  # reserved calls whose answer never came: LostInFlight attempts
         self.crashes = 0
         self.pauses = 0
         # set by every rule, cleared by the invariant once it passed: the final check
@@ -146,6 +148,11 @@ class StoreMachine(RuleBasedStateMachine):
             assert work.text_artifact == hashlib.sha256(text_of(doc.path).encode()).hexdigest()
             assert work.document.sha256 == sha_of(doc.path)
         self.running[work.document.id] = work
+
+    def settle(self, doc_id: int, returned: int) -> None:
+        """Recording ``returned`` calls of a step settles its reservations: the ones
+        beyond those returned were lost in flight."""
+        self.lost += max(0, self.reserved.pop(doc_id, 0) - returned)
 
     def pick(self, data: st.DataObject) -> Work:
         return self.running[data.draw(st.sampled_from(sorted(self.running)), label="document")]
@@ -191,12 +198,14 @@ class StoreMachine(RuleBasedStateMachine):
             done = doc.partials.setdefault(work.step, [])
             piece = f"{doc.path}:{work.step}:chunk{len(done)}"
             self.s.save_partial(self.owner, work, len(done), piece, [call(priced)])
+            self.settle(work.document.id, 1)
             done.append(piece)
         artifact = sha = None
         if work.step == Step.EXTRACT:
             artifact, sha = self.s.artifacts.put_text(text_of(doc.path)), sha_of(doc.path)
         result = StepResult(output_of(doc.path, work.step), artifact, sha, (call(priced),))
         following = self.s.complete_step(self.owner, work, result, claim_next=claim_next)
+        self.settle(work.document.id, 1)
         del self.running[work.document.id]
         self.stale.append((self.owner, work))
         doc.done.append(work.step)
@@ -222,6 +231,7 @@ class StoreMachine(RuleBasedStateMachine):
         failure = StepFailure("OSError", "disk hiccup", "error", terminal, skipped,
                               (call(priced, error="HTTP 500"),))  # fmt: skip
         self.s.fail_step(self.owner, work, failure)
+        self.settle(work.document.id, 1)
         del self.running[work.document.id]
         if terminal:
             doc.status = DocStatus.SKIPPED if skipped else DocStatus.FAILED
@@ -238,23 +248,39 @@ class StoreMachine(RuleBasedStateMachine):
         provider, model = PRICED if priced else ("local", "local")
         paid = PaidCall(provider, "127.0.0.1", model, 100, 400, 50)
         self.s.reserve(self.owner, work, paid, None, None)
+        self.reserved[work.document.id] += 1
 
     @precondition(lambda self: self.stale)
-    @rule(data=st.data(), as_failure=st.booleans())
-    def stale_write_is_refused(self, data: st.DataObject, as_failure: bool) -> None:
-        """A completed step cannot complete (or fail) again; a session that ended cannot
-        write over the one that owns the run now."""
+    @rule(data=st.data(), write=st.sampled_from(["complete", "fail", "partial", "abandon",
+                                                 "reserve", "release", "heartbeat"]))  # fmt: skip
+    def stale_write_is_refused(self, data: st.DataObject, write: str) -> None:
+        """A completed step cannot complete, fail or change again; a session that ended
+        cannot write over the one that owns the run now. Refused, nothing written."""
         self.unchecked = True
         owner, work = data.draw(st.sampled_from(self.stale), label="stale")
-        before = len(list(self.s.events(self.run_id)))
+        if write in ("release", "heartbeat") and owner == self.owner:
+            write = "complete"  # the current owner may release: only ended sessions may not
+        before = (len(list(self.s.events(self.run_id))), self.s.spend(self.run_id))
         with pytest.raises(StoreError):
-            if as_failure:
-                failure = StepFailure("OSError", "late", "error", terminal=True)
-                self.s.fail_step(owner, work, failure)
-            else:
-                result = StepResult(output_of(work.document.path, work.step), None, None)
-                self.s.complete_step(owner, work, result)
-        assert len(list(self.s.events(self.run_id))) == before
+            self.stale_write(owner, work, write)
+        assert (len(list(self.s.events(self.run_id))), self.s.spend(self.run_id)) == before
+
+    def stale_write(self, owner: Owner, work: Work, write: str) -> None:
+        if write == "complete":
+            result = StepResult(output_of(work.document.path, work.step), None, None)
+            self.s.complete_step(owner, work, result)
+        elif write == "fail":
+            self.s.fail_step(owner, work, StepFailure("OSError", "late", "error", True))
+        elif write == "partial":
+            self.s.save_partial(owner, work, 99, "late", [call(True)])
+        elif write == "abandon":
+            self.s.abandon(owner, [work], "late", [call(True)])
+        elif write == "reserve":
+            self.s.reserve(owner, work, PaidCall("local", None, "local", 1, 1, 1), None, None)
+        elif write == "release":
+            self.s.release(self.run_id, owner, RunStatus.DONE, "late")
+        else:
+            self.s.heartbeat(self.run_id, owner, TTL)
 
     @precondition(lambda self: self.running)
     @rule(crash=st.booleans(), give_back=st.booleans(), priced=st.booleans())
@@ -268,6 +294,9 @@ class StoreMachine(RuleBasedStateMachine):
         had made, as the engine's drain does."""
         self.unchecked = True
         ended = self.owner
+        returned = int(not crash and give_back and len(self.running) == 1)
+        for doc_id in self.running:
+            self.settle(doc_id, returned)
         if crash:
             self.s.close()
             self.open()
@@ -322,6 +351,8 @@ class StoreMachine(RuleBasedStateMachine):
         run = self.s.get_run(self.run_id)
         assert run.interruptions == self.crashes + self.pauses
         assert self.count_events("session_lost") == self.crashes
+        (lost,) = self.s.spend(self.run_id, error_class="LostInFlight")
+        assert lost["calls"] == self.lost
 
     def count_events(self, type_: str) -> int:
         return sum(1 for e in self.s.events(self.run_id) if e.type == type_)
@@ -356,6 +387,7 @@ class StoreMachine(RuleBasedStateMachine):
                     del self.running[doc_id := following.document.id]
                     doc.done.append(following.step)
                     following = self.s.complete_step(self.owner, following, result)
+                    self.settle(doc_id, 1)
                     if following is not None:
                         self.claimed(following)
                     else:
