@@ -123,17 +123,33 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store is not None
         return self.store
 
-    @initialize(n=st.integers(2, 6))
-    def create(self, n: int) -> None:
+    @initialize(n=st.integers(2, 6), found=st.integers(0, 6))
+    def create(self, n: int, found: int) -> None:
+        """A run of ``n`` documents, ``found`` of them discovered before the first owner
+        (all: discovery finished; fewer: it was cut short and resumes as a rule)."""
         self.unchecked = True
-        store = SQLiteStore(self.folder / "s.db")
-        self.run_id = store.create_run({"cwd": "/"}, ["docs"]).id
-        docs = [NewDocument(f"docs/{i}.txt", f"/docs/{i}.txt", 10) for i in range(n)]
-        assert store.add_documents(self.run_id, docs) == n
-        store.finish_discovery(self.run_id)
-        self.docs = {d.id: Expected(d.path) for d in store.documents(self.run_id)}
-        store.close()
+        creator = SQLiteStore(self.folder / "s.db")
+        self.run_id = creator.create_run({"cwd": "/"}, ["docs"]).id
+        creator.close()
         self.open()
+        self.every = [NewDocument(f"docs/{i}.txt", f"/docs/{i}.txt", 10) for i in range(n)]
+        self.discovered = False
+        self.discover(found, finish=True)
+
+    def discover(self, more: int, finish: bool) -> None:
+        """Walk the inputs again: what is known is ignored, new documents follow in order."""
+        known = len(self.docs)
+        upto = min(len(self.every), known + more)
+        assert self.s.add_documents(self.run_id, self.every[:upto]) == upto - known
+        rows = list(self.s.documents(self.run_id))
+        assert [(d.seq, d.path) for d in rows] == [
+            (seq, d.path) for seq, d in enumerate(self.every[:upto], 1)
+        ]
+        for doc in rows:
+            self.docs.setdefault(doc.id, Expected(doc.path))
+        if finish and upto == len(self.every):
+            self.s.finish_discovery(self.run_id)
+            self.discovered = True
 
     def claimed(self, work: Work) -> None:
         """Check a freshly claimed step against the model, and take it into it."""
@@ -170,6 +186,12 @@ class StoreMachine(RuleBasedStateMachine):
         for work in self.s.start_steps(self.owner, docs):
             assert self.docs[work.document.id].status == DocStatus.PENDING
             self.claimed(work)
+
+    @precondition(lambda self: not self.discovered)
+    @rule(more=st.integers(0, 6), finish=st.booleans())
+    def resume_discovery(self, more: int, finish: bool) -> None:
+        self.unchecked = True
+        self.discover(more, finish)
 
     @precondition(lambda self: self.seen)
     @rule(data=st.data())
@@ -335,6 +357,7 @@ class StoreMachine(RuleBasedStateMachine):
         counts = self.s.counts(self.run_id)
         parts = (counts.done, counts.failed, counts.skipped, counts.pending, counts.running)
         assert counts.total == sum(parts) == len(self.docs)
+        assert self.s.get_run(self.run_id).discovered == self.discovered
         by_status = Counter(str(d.status) for d in self.docs.values())
         assert parts == tuple(by_status[s] for s in ("done", "failed", "skipped", "pending",
                                                      "running"))  # fmt: skip
@@ -370,6 +393,8 @@ class StoreMachine(RuleBasedStateMachine):
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def finish(self) -> None:
+        if not self.discovered:
+            self.discover(len(self.every), finish=True)
         while self.running or self.s.pending_documents(self.run_id, 1):
             docs = self.s.pending_documents(self.run_id, 100)
             for work in self.s.start_steps(self.owner, docs):
