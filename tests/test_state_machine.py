@@ -1,12 +1,14 @@
 """The store's state machine under generated histories (hypothesis).
 
-Any sequence of claims, partial results, completions, failures, stale writes,
-reserved calls, crashes (the store closed without releasing, then taken over)
-and clean pauses keeps the tables equal to the replay of the events after
-every step; finishing the run afterwards always ends in the same state: every
-document that did not fail terminally is ``done`` with outputs that depend
-only on (document, step). ``DURABATCH_PROPERTY_EXAMPLES`` raises the number of
-generated histories (default 30).
+Any sequence of claims (also from stale reads), partial results, completions,
+failures, reserved calls, stale writes, discovery cut short and resumed,
+crashes (the store closed without releasing, then taken over) and clean pauses
+keeps the tables equal to the replay of the events after every step, and agrees
+with a small model of what each document should be. Finishing the run
+afterwards always ends in the same state: every document that did not fail
+terminally is ``done`` with outputs that depend only on (document, step).
+``DURABATCH_PROPERTY_EXAMPLES`` raises the number of generated histories
+(default 30).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ from durabatch.verify import verify
 
 TTL = 30.0
 EXAMPLES = int(os.environ.get("DURABATCH_PROPERTY_EXAMPLES", "30"))
+STOPPED = [RunStatus.INTERRUPTED, RunStatus.PAUSED, RunStatus.HALTED]
 PRICED = ("openai", "openai/gpt-5.4-mini")  # a model with a known price: dollars to replay
 
 
@@ -211,8 +215,13 @@ class StoreMachine(RuleBasedStateMachine):
         assert len(list(self.s.events(self.run_id))) == before
 
     @precondition(lambda self: self.running)
-    @rule(data=st.data(), partial=st.booleans(), claim_next=st.booleans(), priced=st.booleans())
-    def complete(self, data: st.DataObject, partial: bool, claim_next: bool, priced: bool) -> None:
+    @rule(data=st.data(), partial=st.booleans(), claim_next=st.booleans(), priced=st.booleans(),
+          cached=st.booleans())  # fmt: skip
+    def complete(
+        self, data: st.DataObject, partial: bool, claim_next: bool, priced: bool, cached: bool
+    ) -> None:
+        """Commit a step, after a checkpointed chunk or not; the answer made one call, or
+        was reused from an earlier run (no call, what it had cost saved)."""
         self.unchecked = True
         work = self.pick(data)
         doc = self.docs[work.document.id]
@@ -226,8 +235,12 @@ class StoreMachine(RuleBasedStateMachine):
         if work.step == Step.EXTRACT:
             artifact, sha = self.s.artifacts.put_text(text_of(doc.path)), sha_of(doc.path)
         result = StepResult(output_of(doc.path, work.step), artifact, sha, (call(priced),))
+        if cached:
+            key, source = f"key:{doc.path}:{work.step}", f"earlier:{doc.path}"
+            result = replace(result, calls=(), cache_key=key, cached_from=source,
+                             saved_usd=Decimal("0.0004"))  # fmt: skip
         following = self.s.complete_step(self.owner, work, result, claim_next=claim_next)
-        self.settle(work.document.id, 1)
+        self.settle(work.document.id, len(result.calls))
         del self.running[work.document.id]
         self.stale.append((self.owner, work))
         doc.done.append(work.step)
@@ -305,15 +318,16 @@ class StoreMachine(RuleBasedStateMachine):
             self.s.heartbeat(self.run_id, owner, TTL)
 
     @precondition(lambda self: self.running)
-    @rule(crash=st.booleans(), give_back=st.booleans(), priced=st.booleans())
-    def stop(self, crash: bool, give_back: bool, priced: bool) -> None:
+    @rule(crash=st.booleans(), give_back=st.booleans(), priced=st.booleans(),
+          status=st.sampled_from(STOPPED))  # fmt: skip
+    def stop(self, crash: bool, give_back: bool, priced: bool, status: RunStatus) -> None:
         """The process stops with steps in flight, then the run is resumed.
 
         A crash: the store is closed without a release, as a killed process loses its
         flock with its open files, and a new store takes the run over. A clean stop
-        (SIGTERM drained): in-flight steps given back or not, the run released as
-        interrupted, then acquired again. A single step given back brings the calls it
-        had made, as the engine's drain does."""
+        (SIGTERM drained, budget reached, halt): in-flight steps given back or not, the
+        run released as interrupted, paused or halted, then acquired again. A single
+        step given back brings the calls it had made, as the engine's drain does."""
         self.unchecked = True
         ended = self.owner
         returned = int(not crash and give_back and len(self.running) == 1)
@@ -330,8 +344,8 @@ class StoreMachine(RuleBasedStateMachine):
                 works = list(self.running.values())
                 calls = [call(priced, error="cancelled")] if len(works) == 1 else []
                 self.s.abandon(self.owner, works, "paused", calls)
-            self.s.release(self.run_id, self.owner, RunStatus.INTERRUPTED, "interrupted")
-            assert self.s.get_run(self.run_id).status == RunStatus.INTERRUPTED
+            self.s.release(self.run_id, self.owner, status, "interrupted")
+            assert self.s.get_run(self.run_id).status == status
             assert self.s.owner_of(self.run_id) is None
             self.owner = self.s.acquire(self.run_id, TTL)
             self.pauses += 1
