@@ -80,6 +80,7 @@ def kill_at_random(ws: Workspace, proc: Proc, log: EventLog, rng: random.Random)
     return True
 
 
+@pytest.mark.crash
 @pytest.mark.timeout(900)
 def test_many_random_kills_change_nothing_but_a_bounded_number_of_calls(tmp_path: Path) -> None:
     rng = random.Random(SEED)
