@@ -170,10 +170,10 @@ def _validate(settings: Settings) -> None:
         raise UsageError(
             f"--base-url must start with http:// or https://, not {settings.base_url!r}"
         )
-    if settings.base_url and urlsplit(settings.base_url).password:
+    if settings.base_url and "@" in urlsplit(settings.base_url).netloc:
         raise UsageError(
-            "--base-url carries a password, which would be stored with the run; give the URL "
-            "without it and the key in DURABATCH_API_KEY"
+            "--base-url carries a user name or password, which would be stored with the run; "
+            "give the URL without it and the key in DURABATCH_API_KEY"
         )
     if settings.provider == "openai" and not settings.base_url:
         raise UsageError(

@@ -111,12 +111,14 @@ class _Reserve:
 
 @dataclass(frozen=True)
 class _Lookup:
-    """A worker asks the writer for text extracted earlier from the same bytes."""
+    """A worker asks the writer for an earlier answer to the same inputs: text extracted
+    from the same bytes, or (``step``) a model step's answer."""
 
     work: Work
     key: str
     done: threading.Event
     found: list[CachedStep]
+    step: bool = False
 
 
 Message = _Finished | _Partial | _Reserve | _Lookup
@@ -304,7 +306,8 @@ class Engine:
                 message.done.set()
             return
         if isinstance(message, _Lookup):
-            hit = self.store.cached_extraction(message.key)
+            find = self.store.cached_step if message.step else self.store.cached_extraction
+            hit = find(message.key)
             message.found.extend([hit] if hit else [])
             message.done.set()
             return
@@ -367,13 +370,24 @@ class Engine:
             try:
                 if work.recheck:
                     _same_source(work, self.settings.max_bytes)
-                result = STEPS[work.step](work, own)
+                result = self._reused(work) or STEPS[work.step](work, own)
             except BaseException as exc:
                 self._results.put(_Finished(work, error=exc))
             else:
                 self._results.put(_Finished(work, result=result))
             finally:
                 budget.current.reset(token)
+
+    def _reused(self, work: Work) -> StepResult | None:
+        """In a worker, once the file is known unchanged: an earlier identical answer."""
+        if not work.recheck or self.settings.no_cache:
+            return None  # the writer looked already, before it handed the step out
+        key = self._cache_key(work)
+        hit = self._lookup(work, key, step=True) if key else None
+        if hit is None:
+            return None
+        return StepResult(hit.output, cache_key=key, cached_from=hit.source,
+                          saved_usd=hit.cost_usd)  # fmt: skip
 
     def _guard(self, work: Work, call: PaidCall) -> None:
         """Runs in a worker before each paid attempt; the writer decides."""
@@ -400,8 +414,8 @@ class Engine:
         self._results.put(_Partial(work, index, output, calls, done))
         self._wait_for_writer(work, done)
 
-    def _lookup(self, work: Work, key: str) -> CachedStep | None:
-        message = _Lookup(work, key, threading.Event(), [])
+    def _lookup(self, work: Work, key: str, *, step: bool = False) -> CachedStep | None:
+        message = _Lookup(work, key, threading.Event(), [], step)
         self._results.put(message)
         self._wait_for_writer(work, message.done)
         return message.found[0] if message.found else None

@@ -26,7 +26,9 @@ def from_pico(pico: int | None) -> Decimal | None:
 def as_json(value: Any) -> Any:
     """``json.dumps(default=...)``: a Decimal becomes the JSON number with its digits."""
     if isinstance(value, Decimal):
-        return float(value)  # the shortest float repr keeps a picodollar amount's digits
+        # the shortest float repr: exact up to 15 significant digits (a picodollar
+        # amount below $1,000); beyond that the last digits round, only in this output
+        return float(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -241,7 +241,13 @@ class _Handler(BaseHTTPRequestHandler):
             api.record(request)
             self._send(Reply(404, body=error_body("no such endpoint", "invalid_request", None)))
             return
-        self._send(api.reply_for(request))
+        with api._lock:
+            api.answering += 1
+        try:
+            self._send(api.reply_for(request))
+        finally:
+            with api._lock:
+                api.answering -= 1
         if api.after_reply is not None:  # e.g. kill the client before it can commit
             api.after_reply(request)
 
@@ -301,6 +307,7 @@ class FakeAPI:
         self.requests: list[Request] = []
         self.default: Callable[[Request], Reply] = lambda r: echo(r, self.latency)
         # called once a reply has been sent in full (flushed to the socket)
+        self.answering = 0  # requests received whose reply is not yet sent in full
         self.after_reply: Callable[[Request], None] | None = None
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()

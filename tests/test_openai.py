@@ -579,9 +579,10 @@ def test_cli_kill_mid_flight_never_repays_a_finished_step(ws: Workspace, tmp_pat
                         env={"DURABATCH_RETRY_SECONDS": "5"})  # fmt: skip
         log = EventLog(ws.db)
 
-        def model_steps_done(events: list[Any]) -> bool:
+        def model_steps_done(events: list[Any]) -> bool:  # ... and a call is on the wire
             done = of_type(events, "step_completed")
-            return sum(e.step in ("summarize", "entities") for e in done) >= 3
+            committed = sum(e.step in ("summarize", "entities") for e in done)
+            return committed >= 3 and api.answering > 0
 
         signal_when(proc, log, model_steps_done, signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from crashkit import EventLog, Workspace, of_type, signal_when
 from fakeapi import FakeAPI
 
@@ -65,19 +66,21 @@ def test_the_api_key_is_nowhere_on_disk_after_a_killed_and_resumed_run(tmp_path:
     assert leaked == []
 
 
-def test_a_base_url_with_a_password_is_refused_before_anything_is_stored(
-    tmp_path: Path,
+@pytest.mark.parametrize("userinfo", ["user:hunter2", "sk-live-key-as-user-name"])
+def test_a_base_url_with_credentials_is_refused_before_anything_is_stored(
+    tmp_path: Path, userinfo: str
 ) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("Alpha beta.")
     ws = Workspace(tmp_path)
     try:
-        url = "https://user:hunter2@proxy.example/v1"
+        url = f"https://{userinfo}@proxy.example/v1"
         refused = ws.cli("run", "in", "--provider", "openai", "--model", "m", "--base-url", url)
     finally:
         ws.cleanup()
     assert refused.popen.returncode == 2, refused.describe()
-    assert "carries a password" in refused.stderr and "DURABATCH_API_KEY" in refused.stderr
+    assert "carries a user name or password" in refused.stderr
+    assert "DURABATCH_API_KEY" in refused.stderr and userinfo not in refused.stderr
     assert not ws.db.exists()
 
 

@@ -69,11 +69,11 @@ def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: 
     assert first.stdout is not None
     run_id = first.stdout.readline().strip()  # the run exists and is locked
     started = time.monotonic()
-    second = spawn(tmp_path, "run", docs)
+    second = spawn(tmp_path, "run", f"./{docs}/")  # the same folder, typed differently
     out, err = second.communicate(timeout=60)
     refused_after = time.monotonic() - started
     assert second.returncode == 75, err
-    assert f"a run over the same paths is in progress: run {run_id}" in err
+    assert f"a run over the same files is in progress: run {run_id}" in err
     assert f"pid {first.pid}" in err and "Traceback" not in err and out == ""
     first.communicate(timeout=120)
     assert first.returncode == 0

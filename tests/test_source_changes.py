@@ -54,3 +54,41 @@ def test_a_file_changed_before_resume_is_extracted_and_summarized_again(tmp_path
     assert verified.popen.returncode == 0, verified.describe()
     unchanged = query(ws.db, "SELECT COUNT(*) AS n FROM events WHERE type = 'document_changed'")
     assert unchanged[0]["n"] == 1  # d1 and d3 were not touched, so not redone
+
+
+def test_an_unchanged_file_still_reuses_earlier_answers_after_a_resume(tmp_path: Path) -> None:
+    """The check on resume must not cost the cache: run 1 answers every document; run 2
+    (with --no-cache, which is not kept with the run) is killed once its texts are read,
+    and its resume, allowed the cache again, pays for nothing."""
+    (tmp_path / "in").mkdir()
+    for n in range(1, 5):
+        (tmp_path / "in" / f"d{n}.txt").write_text(f"DOC-{n} The budget was approved.")
+    ws = Workspace(tmp_path, extra_env={"DURABATCH_API_KEY": "sk-test"})
+    try:
+        with FakeAPI(latency=1.0) as api:
+            args = ["run", "in", *MODEL, "--base-url", api.base_url, "--concurrency", "4"]
+            assert ws.cli(*args).popen.returncode == 0
+            proc = ws.spawn(*args, "--no-cache")
+            log = EventLog(ws.db)
+
+            def texts_read(events: list[Any]) -> bool:
+                second = [e for e in of_type(events, "step_completed") if e.run_id != first]
+                return sum(e.step == "extract" for e in second) == 4 and api.answering > 0
+
+            [first] = ws.run_ids()
+            signal_when(proc, log, texts_read, signal.SIGKILL)
+            proc.wait(30)
+            second = ws.run_ids()[1]
+            paid = len(api.completions())
+            resumed = ws.cli("resume", second)
+            repaid = len(api.completions()) - paid
+        verified = ws.verify(second)
+    finally:
+        ws.cleanup()
+    assert resumed.popen.returncode == 0, resumed.describe()
+    assert repaid == 0
+    assert verified.popen.returncode == 0
+    rows = query(ws.db, "SELECT COUNT(*) AS n FROM steps s JOIN documents d ON d.id = s.doc_id"
+                 " WHERE d.run_id = ? AND s.step != 'extract' AND s.cached_from LIKE ?",
+                 [second, f"{first}:%"])  # fmt: skip
+    assert rows[0]["n"] == 8

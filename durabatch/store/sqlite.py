@@ -155,14 +155,14 @@ class SQLiteStore(SQLiteReads):
 
     def create_run(self, settings: dict[str, Any], inputs: list[str]) -> Run:
         """A new run, locked by this process from its first moment; refused (exit 75) while
-        a live process works on a run over the same paths from the same folder, so two
+        a live process works on a run with the same models over any of the same files, so two
         overlapping cron jobs never process the same documents twice."""
         run_id = _new_run_id()
         now = now_iso()
         self.locks.take(run_id)
         try:
             with self._tx():
-                self._refuse_overlap(settings.get("cwd"), inputs)
+                self._refuse_overlap(settings, inputs)
                 self.conn.execute(
                     "INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -175,18 +175,21 @@ class SQLiteStore(SQLiteReads):
             raise
         return self.get_run(run_id)
 
-    def _refuse_overlap(self, cwd: str | None, inputs: list[str]) -> None:
+    def _refuse_overlap(self, settings: dict[str, Any], inputs: list[str]) -> None:
+        """Another live run with the same models over any of the same files?"""
+        mine = _places(settings, inputs)
         rows = self.conn.execute(
-            "SELECT id, settings FROM runs WHERE status = ? AND inputs = ?",
-            (RunStatus.RUNNING, json.dumps(inputs)),
+            "SELECT id, settings, inputs FROM runs WHERE status = ?", (RunStatus.RUNNING,)
         ).fetchall()
         for row in rows:
-            same_place = json.loads(row["settings"]).get("cwd") == cwd
-            if same_place and self.locks.held_elsewhere(row["id"]):
+            theirs = json.loads(row["settings"])
+            same_work = all(theirs.get(k) == settings.get(k) for k in _SAME_WORK)
+            overlap = _overlap(mine, _places(theirs, json.loads(row["inputs"])))
+            if same_work and overlap and self.locks.held_elsewhere(row["id"]):
                 try:
                     self._refuse(row["id"])
                 except RunOwnedError as owned:
-                    owned.message = f"a run over the same paths is in progress: {owned.message}"
+                    owned.message = f"a run over the same files is in progress: {owned.message}"
                     raise
 
     def get_run(self, run_id: str) -> Run:
@@ -720,6 +723,23 @@ def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str
         return None, None, None, "unknown price"
     rates = (price.input, price.output, price.cached_input)
     return (*(None if r is None else str(r) for r in rates), price.source)  # type: ignore[return-value]
+
+
+# runs that differ in these do different work on the same files, and may run side by side
+_SAME_WORK = ("provider", "model", "summarize_model", "entities_model", "base_url")
+
+
+def _places(settings: dict[str, Any], inputs: list[str]) -> list[str]:
+    """The paths a run was given, absolute and with links resolved, however typed."""
+    base = settings.get("cwd") or "."
+    return [os.path.realpath(os.path.join(base, given)) for given in inputs]
+
+
+def _overlap(mine: list[str], theirs: list[str]) -> bool:
+    def inside(path: str, folder: str) -> bool:
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+    return any(inside(a, b) or inside(b, a) for a in mine for b in theirs)
 
 
 def _next_budget(needed: Decimal) -> str:
