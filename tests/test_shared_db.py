@@ -66,16 +66,18 @@ def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: 
     and names the owner; only one run exists, and it finishes."""
     docs = folder(tmp_path, "inbox", 150)
     first = spawn(tmp_path, "run", docs, "--concurrency", "2")
-    assert first.stdout is not None
-    run_id = first.stdout.readline().strip()  # the run exists and is locked
-    started = time.monotonic()
-    second = spawn(tmp_path, "run", f"./{docs}/")  # the same folder, typed differently
-    out, err = second.communicate(timeout=60)
-    refused_after = time.monotonic() - started
-    assert second.returncode == 75, err
-    assert f"a run over the same files is in progress: run {run_id}" in err
-    assert f"pid {first.pid}" in err and "Traceback" not in err and out == ""
-    first.communicate(timeout=120)
+    try:
+        assert first.stdout is not None
+        run_id = first.stdout.readline().strip()  # the run exists and is locked
+        started = time.monotonic()
+        second = spawn(tmp_path, "run", f"./{docs}/")  # the same folder, typed differently
+        out, err = second.communicate(timeout=60)
+        refused_after = time.monotonic() - started
+        assert second.returncode == 75, err
+        assert f"a run over the same files is in progress: run {run_id}" in err
+        assert f"pid {first.pid}" in err and "Traceback" not in err and out == ""
+    finally:
+        first.communicate(timeout=120)
     assert first.returncode == 0
     listed = subprocess.run(
         [durabatch_bin(), "status", "--json", "--db", "shared.db"],

@@ -225,3 +225,19 @@ def test_float_dollars_of_an_older_database_become_exact_picodollars(tmp_path: P
     store = open_store(tmp_path)
     (row,) = store.spend("r")
     assert row["cost_usd"] == Decimal("0.0000009")  # 3 x $0.0000003, no drift
+
+
+def test_a_run_over_the_same_files_is_refused_while_its_creator_holds_it(tmp_path: Path) -> None:
+    """Even before the first run has written its lease, the refusal names its pid."""
+    first = open_store(tmp_path)
+    made = first.create_run({"cwd": str(tmp_path), "model": "m"}, ["docs"])
+    second = open_store(tmp_path)  # another open file: the kernel lock is held elsewhere
+    with pytest.raises(RunOwnedError) as refused:
+        second.create_run({"cwd": str(tmp_path), "model": "m"}, ["./docs/"])
+    assert refused.value.run_id == made.id and refused.value.pid == os.getpid()
+    assert "a run over the same files is in progress" in refused.value.message
+    other = second.create_run({"cwd": str(tmp_path), "model": "n"}, ["docs"])  # other work
+    assert other.id != made.id
+    first.close()
+    again = second.create_run({"cwd": str(tmp_path), "model": "m"}, ["docs/a.txt"])
+    assert again.id not in (made.id, other.id)  # the holder is gone

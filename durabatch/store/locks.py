@@ -29,8 +29,18 @@ class RunLocks:
         except BlockingIOError:
             os.close(fd)
             return False
+        # who holds it, for a refusal that comes before the holder has written its lease
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._held[run_id] = fd
         return True
+
+    def holder(self, run_id: str) -> int:
+        """The pid written by the process holding the run's lock (0 when unknown)."""
+        try:
+            return int((self.folder / f"{run_id}.lock").read_text() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def held_elsewhere(self, run_id: str) -> bool:
         """Whether a live process (not this store) holds the run's lock right now."""

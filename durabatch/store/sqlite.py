@@ -303,7 +303,7 @@ class SQLiteStore(SQLiteReads):
     def _refuse(self, run_id: str) -> None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row["lease_session"] is None:  # the owner has the lock but has not written yet
-            raise RunOwnedError(run_id, socket.gethostname(), 0, "just now")
+            raise RunOwnedError(run_id, socket.gethostname(), self.locks.holder(run_id), "just now")
         raise RunOwnedError(run_id, row["lease_host"], row["lease_pid"], row["lease_since"])
 
     def _recover(self, run_id: str) -> None:
