@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -114,14 +115,9 @@ def run_summary(store: Store, run: Run) -> dict[str, Any]:
 
 
 def _failures(store: Store, run_id: str) -> list[dict[str, Any]]:
-    listed = []
-    for doc in store.documents(run_id):
-        if doc.reason is not None:
-            listed.append({"path": doc.path, "status": doc.status.value, "step": doc.step,
-                           "reason": doc.reason, "error": doc.error})  # fmt: skip
-            if len(listed) >= MAX_FAILURES_LISTED:
-                break
-    return listed
+    troubled = itertools.islice(store.documents(run_id, with_reason=True), MAX_FAILURES_LISTED)
+    return [{"path": doc.path, "status": doc.status.value, "step": doc.step,
+             "reason": doc.reason, "error": doc.error} for doc in troubled]  # fmt: skip
 
 
 def export_rows(store: Store, run_id: str) -> Iterator[dict[str, Any]]:

@@ -18,9 +18,12 @@ class SQLiteReads:
     def counts(self, run_id: str) -> Counts:
         return queries.counts(self.conn, run_id)
 
-    def documents(self, run_id: str) -> Iterator[Document]:
+    def documents(self, run_id: str, *, with_reason: bool = False) -> Iterator[Document]:
+        """A run's documents in discovery order; only those with a reason (failed,
+        skipped) when ``with_reason``, filtered in SQL rather than row by row here."""
+        where = " AND reason IS NOT NULL" if with_reason else ""
         cursor = self.conn.execute(
-            "SELECT * FROM documents WHERE run_id = ? ORDER BY seq", (run_id,)
+            f"SELECT * FROM documents WHERE run_id = ?{where} ORDER BY seq", (run_id,)
         )
         for row in cursor:
             yield queries.document_from_row(row)
