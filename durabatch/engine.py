@@ -264,12 +264,10 @@ class Engine:
             return
         key = self._cache_key(work)
         hit = self.store.cached_step(key) if key and not self.settings.no_cache else None
-        if hit is None:
+        if hit is None or key is None:
             self._tasks.put(work)
             return
-        result = StepResult(hit.output, cache_key=key, cached_from=hit.source,
-                            saved_usd=hit.cost_usd)  # fmt: skip
-        self._handle(owner, _Finished(work, result=result))
+        self._handle(owner, _Finished(work, result=_from_cache(key, hit)))
 
     def _cache_key(self, work: Work) -> str | None:
         """What a model step's answer depends on, hashed; None for extract."""
@@ -384,10 +382,7 @@ class Engine:
             return None  # the writer looked already, before it handed the step out
         key = self._cache_key(work)
         hit = self._lookup(work, key, step=True) if key else None
-        if hit is None:
-            return None
-        return StepResult(hit.output, cache_key=key, cached_from=hit.source,
-                          saved_usd=hit.cost_usd)  # fmt: skip
+        return None if hit is None or key is None else _from_cache(key, hit)
 
     def _guard(self, work: Work, call: PaidCall) -> None:
         """Runs in a worker before each paid attempt; the writer decides."""
@@ -458,6 +453,11 @@ class Engine:
 
 def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:
     raise AssertionError("each worker binds the checkpoint to its own work")
+
+
+def _from_cache(key: str, hit: CachedStep) -> StepResult:
+    """A model step answered by an earlier identical one, at no cost."""
+    return StepResult(hit.output, cache_key=key, cached_from=hit.source, saved_usd=hit.cost_usd)
 
 
 class SourceChanged(Exception):

@@ -112,7 +112,7 @@ class Work:
     attempt: int
     text_artifact: str | None = None
     partials: tuple[Any, ...] = ()
-    # the text was extracted by an earlier session: check the file is still the same
+    # the document's first step in this session, its text read by an earlier one: check the file
     recheck: bool = False
 
 

@@ -471,11 +471,15 @@ class SQLiteStore(SQLiteReads):
 
     def _work(self, owner: Owner, doc: Document, step: Step) -> Work:
         # one row: this step's attempt, the extracted text, the content hash as it is now
-        attempt, artifact, sha256, extracted_by = self.conn.execute(
-            "SELECT s.attempts, x.artifact, d.sha256, x.session_id FROM steps s JOIN documents d"
-            " ON d.id = s.doc_id LEFT JOIN steps x ON x.doc_id = s.doc_id AND x.step = ?"
+        # ... and whether this session already had the document in hand (it read or checked
+        # the file then): only its first step here needs to check the file again
+        attempt, artifact, sha256, seen_here = self.conn.execute(
+            "SELECT s.attempts, x.artifact, d.sha256, (SELECT COUNT(*) FROM steps y"
+            "  WHERE y.doc_id = s.doc_id AND y.step != s.step AND y.session_id = ?)"
+            " FROM steps s JOIN documents d ON d.id = s.doc_id"
+            " LEFT JOIN steps x ON x.doc_id = s.doc_id AND x.step = ?"
             " WHERE s.doc_id = ? AND s.step = ?",
-            (Step.EXTRACT, doc.id, step),
+            (owner.session_id, Step.EXTRACT, doc.id, step),
         ).fetchone()
         self._event(doc.run_id, "step_started", {"attempt": attempt, "session": owner.session_id},
                     doc.id, step)  # fmt: skip
@@ -489,7 +493,7 @@ class SQLiteStore(SQLiteReads):
             attempt=attempt,
             text_artifact=artifact,
             partials=tuple(json.loads(row[0]) for row in partials),
-            recheck=step != Step.EXTRACT and extracted_by != owner.session_id,
+            recheck=step != Step.EXTRACT and not seen_here,
         )
 
     def restart_document(self, owner: Owner, work: Work, sha256: str | None) -> None:
