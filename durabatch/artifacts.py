@@ -1,5 +1,8 @@
 """A content-addressed folder for large step outputs (extracted text).
 
+Text up to ``INLINE_BYTES`` is not written here: the extract step hands it to
+the store, which keeps it in the database in the step's own transaction.
+
 An artifact is named by the sha256 of its bytes and written as temp file ->
 fsync -> rename -> fsync of the folder, so that it is durable before the
 transaction that names it commits. Writing the same content twice is free,
@@ -14,6 +17,17 @@ import tempfile
 from pathlib import Path
 
 from durabatch.errors import StoreError
+
+INLINE_BYTES = 64 << 10
+
+
+def digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def inline(text: str) -> bool:
+    """Small enough to keep in the database rather than in a file of its own."""
+    return len(text) <= INLINE_BYTES // 4 or len(text.encode("utf-8")) <= INLINE_BYTES
 
 
 class ArtifactStore:

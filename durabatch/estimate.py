@@ -215,7 +215,11 @@ def extract_all(store: Store, settings: Settings, paths: list[str],
 
 def _reused(store: Store, settings: Settings, doc: NewDocument) -> str | None:
     found = reusable(store.cached_extraction, store.artifacts, Path(doc.source), settings.max_bytes)
-    return None if found is None else store.artifacts.get_text(str(found[2].artifact))
+    if found is None:
+        return None
+    digest = str(found[2].artifact)
+    text = store.inline_text(digest)
+    return store.artifacts.get_text(digest) if text is None else text
 
 
 @dataclass(frozen=True)

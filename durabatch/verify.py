@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
+from durabatch import artifacts
 from durabatch.events import State, replay
 from durabatch.store import Store
 from durabatch.store.records import StepStatus
@@ -61,12 +62,21 @@ def _compare_steps(store: Store, run_id: str, rebuilt: State) -> list[str]:
     def rows() -> Iterator[tuple[Hashable, str, dict[str, Any]]]:
         for step in store.step_states(run_id):
             kept = step.artifact is not None and step.status == StepStatus.DONE
-            if kept and not store.artifacts.check(str(step.artifact)):
+            if kept and not _intact(store, str(step.artifact)):
                 damaged.append(f"artifact {step.artifact}: missing or damaged")
             label = f"step {step.step} of document #{step.doc_id}"
             yield (step.doc_id, str(step.step)), label, {n: getattr(step, n) for n in STEP_FIELDS}
 
     return _compare(rows(), rebuilt.steps, "step") + damaged
+
+
+def _intact(store: Store, digest: str) -> bool:
+    """The step's extracted text is still there, in the database or in its file, and
+    still hashes to its name."""
+    text = store.inline_text(digest)
+    if text is None:
+        return store.artifacts.check(digest)
+    return artifacts.digest_of(text) == digest
 
 
 def _compare(rows: Iterable[tuple[Hashable, str, dict[str, Any]]],

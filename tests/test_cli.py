@@ -171,14 +171,26 @@ def test_verify_finds_a_table_that_disagrees_with_the_events(sample_docs: Path) 
     assert any("output" in p for p in problems)
 
 
-def test_verify_finds_a_damaged_artifact(sample_docs: Path, tmp_path: Path) -> None:
-    run_id = run_samples(sample_docs)
-    (digest,) = rows(sql="SELECT artifact FROM steps WHERE artifact IS NOT NULL LIMIT 1")[0]
-    artifact = tmp_path / "durabatch.db.d" / "artifacts" / digest[:2] / digest
-    artifact.write_text("tampered")
+def test_verify_finds_damaged_text_in_a_file_and_in_the_database(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "small.txt").write_text("Alice Morgan met the board in Rotterdam. " * 10)
+    (docs / "large.txt").write_text("Bob Stone signed the lease in Leeds today. " * 2000)
+    ran = invoke("run", str(docs))
+    assert ran.exit_code == 0, ran.output
+    run_id = str(ran.stdout.splitlines()[0])
+    assert invoke("verify", run_id).exit_code == 0
+    texts = rows(sql="SELECT s.artifact, t.digest FROM steps s LEFT JOIN texts t"
+                 " ON t.digest = s.artifact WHERE s.artifact IS NOT NULL")  # fmt: skip
+    in_files = [a for a, t in texts if t is None]
+    in_db = [a for a, t in texts if t is not None]
+    assert len(in_files) == 1 and len(in_db) == 1  # the large text has a file of its own
+    (tmp_path / "durabatch.db.d" / "artifacts" / in_files[0][:2] / in_files[0]).write_text("x")
+    with sqlite3.connect("durabatch.db") as conn:
+        conn.execute("UPDATE texts SET text = 'tampered'")
     result = invoke("verify", run_id)
     assert result.exit_code == 1
-    assert "missing or damaged" in result.stdout
+    assert result.stdout.count("missing or damaged") == 2, result.stdout
 
 
 def test_events_cannot_be_edited_or_deleted(sample_docs: Path) -> None:

@@ -72,15 +72,22 @@ def _without_read_override() -> tuple[str, ...]:
 
 
 def _text(ws: Workspace, run_id: str) -> dict[str, str]:
-    """Extracted text by path, read from the artifacts the extract steps committed."""
+    """Extracted text by path, as the extract steps committed it: in the database when
+    small, else in an artifact file."""
     rows = query(
         ws.db,
-        "SELECT d.path, s.artifact FROM documents d JOIN steps s ON s.doc_id = d.id"
+        "SELECT d.path, s.artifact, t.text FROM documents d JOIN steps s ON s.doc_id = d.id"
+        " LEFT JOIN texts t ON t.digest = s.artifact"
         " WHERE d.run_id = ? AND s.step = 'extract' AND s.status = 'done'",
         (run_id,),
     )
     store = ws.root / "d.db.d" / "artifacts"
-    return {r["path"]: (store / r["artifact"][:2] / r["artifact"]).read_text("utf-8") for r in rows}
+    return {
+        r["path"]: r["text"]
+        if r["text"] is not None
+        else (store / r["artifact"][:2] / r["artifact"]).read_text("utf-8")
+        for r in rows
+    }
 
 
 def _delete_after_discovery(proc: Proc, log: EventLog, victim: Path, shown: str) -> None:

@@ -7,13 +7,13 @@ from typing import Any
 from durabatch.models.base import Reply
 from durabatch.steps.chunks import chunk_chars, map_chunks, split_text
 from durabatch.steps.context import StepContext
+from durabatch.steps.extract import text_of
 from durabatch.store.records import StepResult, Work
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
-    assert work.text_artifact is not None, "entities needs the extracted text"
     model = ctx.settings.model_for("entities")
-    text = ctx.artifacts.get_text(work.text_artifact)
+    text = text_of(work, ctx)
 
     def call(piece: str) -> Reply[list[dict[str, str]]]:
         reply = ctx.provider.entities(piece, model)

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from durabatch import artifacts
 from durabatch.artifacts import ArtifactStore
 from durabatch.formats import Extracted
 from durabatch.steps.context import Reuse, StepContext
@@ -36,9 +37,20 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     extracted = ctx.parsers.extract(
         source, max_bytes=settings.max_bytes, timeout=settings.extract_timeout
     )
-    artifact = ctx.artifacts.put_text(extracted.text)
-    return StepResult(output=describe(extracted), artifact=artifact, sha256=extracted.sha256,
-                      cache_key=content_key(extracted.sha256, source))  # fmt: skip
+    text = extracted.text
+    small = artifacts.inline(text)  # kept in the database, in the step's own commit
+    digest = artifacts.digest_of(text) if small else ctx.artifacts.put_text(text)
+    key = content_key(extracted.sha256, source)
+    return StepResult(output=describe(extracted), artifact=digest, text=text if small else None,
+                      sha256=extracted.sha256, cache_key=key)  # fmt: skip
+
+
+def text_of(work: Work, ctx: StepContext) -> str:
+    """The document's extracted text, for the steps after extract."""
+    if work.text is not None:
+        return work.text
+    assert work.text_artifact is not None, f"{work.step} needs the extracted text"
+    return ctx.artifacts.get_text(work.text_artifact)
 
 
 def describe(extracted: Extracted) -> dict[str, Any]:
@@ -46,7 +58,7 @@ def describe(extracted: Extracted) -> dict[str, Any]:
     return {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
 
 
-def reusable(lookup: Reuse, artifacts: ArtifactStore, source: Path,
+def reusable(lookup: Reuse, store: ArtifactStore, source: Path,
              max_bytes: int) -> tuple[str, str, CachedStep] | None:  # fmt: skip
     """(key, sha256, earlier extraction) when these bytes were extracted before and
     their text is still on disk."""
@@ -55,7 +67,9 @@ def reusable(lookup: Reuse, artifacts: ArtifactStore, source: Path,
         return None
     key = content_key(digest, source)
     hit = lookup(key)
-    if hit is None or hit.artifact is None or not artifacts.path(hit.artifact).exists():
+    if hit is None or hit.artifact is None:
+        return None
+    if not hit.inline and not store.path(hit.artifact).exists():
         return None
     return key, digest, hit
 

@@ -6,14 +6,14 @@ from durabatch.errors import Cancelled, DocumentError, DurabatchError
 from durabatch.models.base import CallRecord
 from durabatch.steps.chunks import chunk_chars, map_chunks, split_text
 from durabatch.steps.context import StepContext
+from durabatch.steps.extract import text_of
 from durabatch.store.records import StepResult, Work
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
-    assert work.text_artifact is not None, "summarize needs the extracted text"
     model = ctx.settings.model_for("summarize")
     limit = chunk_chars(ctx, model)
-    text = ctx.artifacts.get_text(work.text_artifact)
+    text = text_of(work, ctx)
     partials, calls = map_chunks(
         work, ctx, split_text(text, limit), lambda piece: ctx.provider.summarize(piece, model),
         " ".join,

@@ -111,6 +111,7 @@ class Work:
     step: Step
     attempt: int
     text_artifact: str | None = None
+    text: str | None = None  # the extracted text when the database holds it
     partials: tuple[Any, ...] = ()
     # the document's first step in this session, its text read by an earlier one: check the file
     recheck: bool = False
@@ -125,6 +126,7 @@ class StepResult:
     cache_key: str | None = None  # what the answer depends on, hashed
     cached_from: str | None = None  # "run_id:path" when the answer was reused
     saved_usd: Decimal | None = None  # what the reused answer had cost
+    text: str | None = None  # extracted text to keep in the database under ``artifact``
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class CachedStep:
     source: str
     cost_usd: Decimal | None
     artifact: str | None = None
+    inline: bool = False  # the artifact's text is in the database, not in a file
 
 
 @dataclass(frozen=True)

@@ -237,3 +237,10 @@ def m009_calls_in_flight(db: Database) -> None:
         "CREATE INDEX reservations_step ON reservations(doc_id, step)",
     ):
         db.execute(statement)
+
+
+@migrations(name="m010_texts")
+def m010_texts(db: Database) -> None:
+    """Extracted text small enough to keep in the database, committed in the same
+    transaction as its extract step: no separate file, no extra fsyncs."""
+    db.execute("CREATE TABLE texts (digest TEXT PRIMARY KEY, text TEXT NOT NULL)")

@@ -351,15 +351,23 @@ class SQLiteStore(SQLiteReads):
         """A file's text extracted earlier from the same bytes: by a run's extract step,
         or by `durabatch estimate`."""
         row = self.conn.execute(
-            "SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
-            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
-            " UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
-            " WHERE key = ? LIMIT 1",
+            "SELECT output, artifact, source,"
+            " EXISTS (SELECT 1 FROM texts t WHERE t.digest = artifact) AS inline FROM"
+            " (SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
+            "  JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
+            "  UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
+            "  WHERE key = ?) LIMIT 1",
             (cache_key, StepStatus.DONE, cache_key),
         ).fetchone()
         if row is None:
             return None
-        return CachedStep(json.loads(row["output"]), row["source"], Decimal(0), row["artifact"])
+        output, artifact, source = json.loads(row["output"]), row["artifact"], row["source"]
+        return CachedStep(output, source, Decimal(0), artifact, bool(row["inline"]))
+
+    def inline_text(self, digest: str) -> str | None:
+        """Extracted text the database holds (small texts are not files)."""
+        row = self.conn.execute("SELECT text FROM texts WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
 
     def save_extraction(self, cache_key: str, sha256: str, path: str, output: Any,
                         artifact: str) -> None:  # fmt: skip
@@ -473,11 +481,12 @@ class SQLiteStore(SQLiteReads):
         # one row: this step's attempt, the extracted text, the content hash as it is now
         # ... and whether this session already had the document in hand (it read or checked
         # the file then): only its first step here needs to check the file again
-        attempt, artifact, sha256, seen_here = self.conn.execute(
-            "SELECT s.attempts, x.artifact, d.sha256, (SELECT COUNT(*) FROM steps y"
+        attempt, artifact, text, sha256, seen_here = self.conn.execute(
+            "SELECT s.attempts, x.artifact, t.text, d.sha256, (SELECT COUNT(*) FROM steps y"
             "  WHERE y.doc_id = s.doc_id AND y.step != s.step AND y.session_id = ?)"
             " FROM steps s JOIN documents d ON d.id = s.doc_id"
             " LEFT JOIN steps x ON x.doc_id = s.doc_id AND x.step = ?"
+            " LEFT JOIN texts t ON t.digest = x.artifact"
             " WHERE s.doc_id = ? AND s.step = ?",
             (owner.session_id, Step.EXTRACT, doc.id, step),
         ).fetchone()
@@ -492,6 +501,7 @@ class SQLiteStore(SQLiteReads):
             step=step,
             attempt=attempt,
             text_artifact=artifact,
+            text=text,
             partials=tuple(json.loads(row[0]) for row in partials),
             recheck=step != Step.EXTRACT and not seen_here,
         )
@@ -621,6 +631,11 @@ class SQLiteStore(SQLiteReads):
             if result.sha256 is not None:
                 self.conn.execute(
                     "UPDATE documents SET sha256 = ? WHERE id = ?", (result.sha256, doc.id)
+                )
+            if result.text is not None:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO texts (digest, text) VALUES (?, ?)",
+                    (result.artifact, result.text),
                 )
             data = {"attempt": work.attempt, "output": result.output,
                     "artifact": result.artifact, "sha256": result.sha256, **cost,
