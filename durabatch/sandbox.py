@@ -21,7 +21,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from durabatch.errors import Cancelled, DocumentError, DocumentSkipped, HaltError, Reason
-from durabatch.formats import Extracted, extract_text
+from durabatch.formats import Extracted, extract_text, load_parsers
 
 PARENT_CHECK_SECONDS = 1.0
 # a new worker imports the parsers before it says it is ready; the per-document
@@ -161,6 +161,7 @@ def _serve(conn: Connection, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    load_parsers()
     conn.send(READY)
     while True:
         try:

@@ -20,13 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from durabatch.errors import DocumentError, DocumentSkipped, Reason
-from durabatch.formats.docx import extract_docx
 from durabatch.formats.html import extract_html
 from durabatch.formats.markdown import extract_markdown
-from durabatch.formats.pdf import extract_pdf
 from durabatch.formats.text import extract_plain
 
-__all__ = ["SUFFIXES", "Extracted", "extract_text"]
+__all__ = ["SUFFIXES", "Extracted", "extract_text", "load_parsers"]
 
 SUFFIXES: dict[str, str] = {
     ".pdf": "pdf",
@@ -42,12 +40,28 @@ SUFFIXES: dict[str, str] = {
     ".xhtml": "html",
     ".docx": "docx",
 }
+
+
+def _docx(data: bytes) -> str:
+    from durabatch.formats.docx import extract_docx
+
+    return extract_docx(data)
+
+
 _TEXT_EXTRACTORS: dict[str, Callable[[bytes], str]] = {
     "text": extract_plain,
     "markdown": extract_markdown,
     "html": extract_html,
-    "docx": extract_docx,
+    "docx": _docx,
 }
+
+
+def load_parsers() -> None:
+    """Import the PDF and Word parsers now. They are imported on first use otherwise,
+    so a command that parses nothing (status, cost, the engine's own process) starts
+    fast; a parser process loads them before it says it is ready."""
+    import durabatch.formats.docx
+    import durabatch.formats.pdf  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,8 @@ def _read(path: pathlib.Path, max_bytes: int) -> bytes:
 
 def _extract(kind: str, data: bytes) -> tuple[str, int | None]:
     if kind == "pdf":
+        from durabatch.formats.pdf import extract_pdf
+
         return extract_pdf(data)
     text = _TEXT_EXTRACTORS[kind](data)
     if not text:

@@ -72,6 +72,7 @@ class SQLiteStore(SQLiteReads):
                     "or point --db at an existing one"
                 )
             create_private(path)
+        self._batched = False
         self.files = path.parent / (path.name + ".d")
         # extracted text is the user's data: private like the database
         self.files.mkdir(mode=0o700, exist_ok=True)
@@ -108,9 +109,26 @@ class SQLiteStore(SQLiteReads):
     # -- transactions and events ------------------------------------------
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes inside share one transaction, so one fsync: all commit, or none."""
+        if self._batched:
+            yield
+            return
+        with self._tx():
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
-        """One write transaction. IMMEDIATE takes the write lock up front, so a second
-        process waits out the busy timeout instead of failing when it reads, then writes."""
+        """One write transaction (or a part of the batch around it). IMMEDIATE takes the
+        write lock up front, so a second process waits out the busy timeout instead of
+        failing when it reads, then writes."""
+        if self._batched:
+            yield
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
