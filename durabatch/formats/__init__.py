@@ -3,7 +3,8 @@
 ``extract_text`` is the whole interface. It decides the kind of a file from
 its extension (and the ``%PDF-`` magic), checks the size with ``stat`` before
 reading anything, reads the bytes once (they are what ``sha256`` describes),
-and hands them to the extractor for that kind. Every way a document can fail
+and hands them to the extractor for that kind (for a PDF, the engine chosen
+with ``--pdf-engine``: pypdf or PDFium). Every way a document can fail
 becomes a ``DocumentSkipped`` (expected: not a document we handle) or a
 ``DocumentError`` (the user can act on it) with a ``Reason`` and a message that
 says what to do next. The engine runs this in a worker process with a deadline.
@@ -23,10 +24,10 @@ from durabatch.errors import DocumentError, DocumentSkipped, Reason
 from durabatch.formats.docx import extract_docx
 from durabatch.formats.html import extract_html
 from durabatch.formats.markdown import extract_markdown
-from durabatch.formats.pdf import extract_pdf
+from durabatch.formats.pdf import extract_pdf, load_engine
 from durabatch.formats.text import extract_plain
 
-__all__ = ["SUFFIXES", "Extracted", "extract_text"]
+__all__ = ["SUFFIXES", "Extracted", "extract_text", "load_engine"]
 
 SUFFIXES: dict[str, str] = {
     ".pdf": "pdf",
@@ -58,7 +59,7 @@ class Extracted:
     pages: int | None  # PDF page count, else None
 
 
-def extract_text(path: pathlib.Path, *, max_bytes: int) -> Extracted:
+def extract_text(path: pathlib.Path, *, max_bytes: int, pdf_engine: str = "pypdf") -> Extracted:
     """Read ``path`` and return its text, or raise ``DocumentError``/``DocumentSkipped``."""
     size = _size(path)
     kind = _kind(path)
@@ -67,7 +68,7 @@ def extract_text(path: pathlib.Path, *, max_bytes: int) -> Extracted:
     if size == 0:
         raise DocumentSkipped(Reason.EMPTY, "file is empty (0 bytes); nothing to process")
     data = _read(path, max_bytes)
-    text, pages = _extract(kind, data)
+    text, pages = _extract(kind, data, pdf_engine)
     return Extracted(text, hashlib.sha256(data).hexdigest(), kind, pages)
 
 
@@ -125,9 +126,9 @@ def _read(path: pathlib.Path, max_bytes: int) -> bytes:
     return data
 
 
-def _extract(kind: str, data: bytes) -> tuple[str, int | None]:
+def _extract(kind: str, data: bytes, pdf_engine: str) -> tuple[str, int | None]:
     if kind == "pdf":
-        return extract_pdf(data)
+        return extract_pdf(data, pdf_engine)
     text = _TEXT_EXTRACTORS[kind](data)
     if not text:
         raise DocumentSkipped(Reason.EMPTY, f"{kind} file has no visible text; nothing to process")

@@ -3,7 +3,9 @@
 Text is kept by content: when the same bytes were extracted before in this
 database (by a run, or by ``durabatch estimate``), their text is reused and the
 file is not parsed again. The key is the bytes' SHA-256, the file's extension
-(which picks the parser) and the extractor's version.
+(which picks the parser) and the extractor's version, which names the PDF
+engine when it is not pypdf: text PDFium read is never reused by a pypdf run,
+nor the reverse, while pypdf's keys are the ones they always were.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from durabatch.artifacts import ArtifactStore
-from durabatch.formats import Extracted
+from durabatch.formats import SUFFIXES, Extracted
 from durabatch.steps.context import Reuse, StepContext
 from durabatch.store.records import CachedStep, StepResult, Work
 
@@ -28,7 +30,7 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     source = Path(work.document.source)
     settings = ctx.settings
     if ctx.reuse is not None:
-        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes)
+        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes, settings.pdf_engine)
         if found is not None:
             key, digest, hit = found
             return StepResult(hit.output, artifact=hit.artifact, sha256=digest, cache_key=key,
@@ -37,8 +39,10 @@ def run(work: Work, ctx: StepContext) -> StepResult:
         source, max_bytes=settings.max_bytes, timeout=settings.extract_timeout
     )
     artifact = ctx.artifacts.put_text(extracted.text)
-    return StepResult(output=describe(extracted), artifact=artifact, sha256=extracted.sha256,
-                      cache_key=content_key(extracted.sha256, source))  # fmt: skip
+    key = content_key(extracted.sha256, source, settings.pdf_engine)
+    return StepResult(
+        describe(extracted), artifact=artifact, sha256=extracted.sha256, cache_key=key
+    )
 
 
 def describe(extracted: Extracted) -> dict[str, Any]:
@@ -46,23 +50,31 @@ def describe(extracted: Extracted) -> dict[str, Any]:
     return {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
 
 
-def reusable(lookup: Reuse, artifacts: ArtifactStore, source: Path,
-             max_bytes: int) -> tuple[str, str, CachedStep] | None:  # fmt: skip
+def reusable(lookup: Reuse, artifacts: ArtifactStore, source: Path, max_bytes: int,
+             pdf_engine: str) -> tuple[str, str, CachedStep] | None:  # fmt: skip
     """(key, sha256, earlier extraction) when these bytes were extracted before and
     their text is still on disk."""
     digest = file_sha256(source, max_bytes)
     if digest is None:
         return None
-    key = content_key(digest, source)
+    key = content_key(digest, source, pdf_engine)
     hit = lookup(key)
     if hit is None or hit.artifact is None or not artifacts.path(hit.artifact).exists():
         return None
     return key, digest, hit
 
 
-def content_key(sha256: str, source: Path) -> str:
-    inputs = [sha256, "extract", EXTRACTOR_VERSION, source.suffix.lower()]
+def content_key(sha256: str, source: Path, pdf_engine: str) -> str:
+    inputs = [sha256, "extract", extractor_version(source, pdf_engine), source.suffix.lower()]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def extractor_version(source: Path, pdf_engine: str) -> str:
+    """What made a file's text: the PDF engine counts for a file that may be a PDF
+    (``.pdf``, or an extension we do not know, recognised by its magic)."""
+    if pdf_engine == "pypdf" or SUFFIXES.get(source.suffix.lower(), "pdf") != "pdf":
+        return EXTRACTOR_VERSION
+    return f"{EXTRACTOR_VERSION}+{pdf_engine}"
 
 
 def file_sha256(path: Path, max_bytes: int) -> str | None:
