@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from crashkit import query
 from fixtures_docs import encrypted_pdf, image_pdf, text_pdf
+from hostile_corpus import Corpus
+from hostile_corpus import _no_pages_pdf as no_pages_pdf
+from hostile_corpus import _pdfs as hostile_pdfs
 from test_formats import LEGACY, SAMPLE_DOCS
 from typer.testing import CliRunner
 
@@ -148,6 +151,15 @@ def test_corrupt_pdf_is_malformed_with_both(
     assert capfd.readouterr().err == ""
 
 
+def test_a_password_error_left_by_the_last_file_does_not_make_the_next_encrypted(
+    tmp_path: Path,
+) -> None:
+    secret = write(tmp_path, "secret.pdf", encrypted_pdf(text_pdf("x"), user_password="pw"))
+    no_pages = write(tmp_path, "no_pages.pdf", no_pages_pdf())  # fails with no error set
+    for path, reason in [(secret, Reason.ENCRYPTED), (no_pages, Reason.MALFORMED)] * 2:
+        assert failures(path)[1].reason is reason, path.name
+
+
 def test_damaged_sample_is_malformed_with_both() -> None:
     pypdf, pdfium = failures(SAMPLE_DOCS / "damaged_report.pdf")
     assert pdfium.reason is pypdf.reason is Reason.MALFORMED
@@ -168,6 +180,25 @@ def test_the_pool_reads_with_pdfium_in_its_worker_processes(tmp_path: Path) -> N
         with pytest.raises(DocumentError) as caught:  # the same size limit
             pool.extract(good, max_bytes=100, timeout=60)
         assert caught.value.reason is Reason.TOO_LARGE
+    finally:
+        pool.close()
+
+
+def test_the_hostile_pdfs_end_as_they_do_with_pypdf(tmp_path: Path) -> None:
+    corpus = Corpus(tmp_path / "hostile")
+    corpus.folder.mkdir()
+    hostile_pdfs(corpus)  # broken and looping xref tables, encrypted, scanned, no pages...
+    pool = ParserPool(size=2, pdf_engine="pdfium")
+    try:
+        for name, expected in sorted(corpus.outcomes.items()):
+            try:
+                text = pool.extract(corpus.folder / name, max_bytes=MAX, timeout=60).text
+            except DocumentError as exc:
+                status = "skipped" if exc.skipped else "failed"
+                assert (status, str(exc.reason)) == (expected.status, expected.reason), name
+                continue
+            assert expected.status == "done", name
+            assert all(word in text for word in expected.words), name
     finally:
         pool.close()
 

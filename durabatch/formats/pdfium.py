@@ -35,11 +35,17 @@ def _open(data: bytes) -> pypdfium2.PdfDocument:
         # PDFium tries the empty user password by itself, as pypdf's reader does here
         return pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as exc:
-        if exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
+        # err_code is PDFium's last error, which some failed loads leave as it was: a
+        # "wrong password" left by the previous file must not make this one encrypted,
+        # so it counts only for a file that has an /Encrypt dictionary
+        encrypted = b"/Encrypt" in data
+        if encrypted and exc.err_code == pdfium_c.FPDF_ERR_PASSWORD:
             raise password_protected() from exc
-        if exc.err_code == pdfium_c.FPDF_ERR_SECURITY:
+        if encrypted and exc.err_code == pdfium_c.FPDF_ERR_SECURITY:
             raise unsupported_encryption(str(exc)) from exc
-        raise
+        if exc.err_code == pdfium_c.FPDF_ERR_FORMAT:
+            raise  # "Data format error": corrupt or truncated
+        raise ValueError("PDFium cannot load it") from exc
 
 
 def _page_text(document: pypdfium2.PdfDocument, index: int) -> str:
