@@ -75,7 +75,7 @@ PdfEngine = Annotated[
     str | None,
     typer.Option(
         help="What reads PDFs: pypdf (default) or pdfium, ~4x faster (needs the extra: "
-        "pip install 'durabatch[pdfium]')."
+        "pip install 'durabatch\\[pdfium]')."  # \[ : not a Rich markup tag
     ),
 ]
 WatchSpot = Annotated[

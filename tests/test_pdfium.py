@@ -320,3 +320,11 @@ def test_resuming_a_pdfium_run_without_the_extra_says_how_to_install_it(pdfs: Pa
     assert "pip install 'durabatch[pdfium]'" in result.stderr
     assert "Traceback" not in result.stderr
     assert runner.invoke(app, ["resume", run_id]).exit_code == 0  # with the extra it finishes
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_help_names_the_option_and_the_extra(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--pdf-engine" in result.stdout
+    assert "durabatch[pdfium]" in result.stdout.replace("│", "").replace("\n", "").replace(" ", "")
