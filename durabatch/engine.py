@@ -144,7 +144,7 @@ class Engine:
         self.settings = settings
         self.provider = provider
         self.observer = observer
-        self.parsers = ParserPool()
+        self.parsers = ParserPool(pdf_engine=settings.pdf_engine)
         self.draining = draining or threading.Event()
         self._results: queue.Queue[Message] = queue.Queue()
         self._tasks: queue.Queue[Work] = queue.Queue()
@@ -299,6 +299,9 @@ class Engine:
         inputs = [work.document.sha256, work.step, self.provider.name,
                   getattr(self.provider, "url", ""), getattr(self.provider, "version", ""), model,
                   self.settings.max_input_tokens or self.provider.window_tokens(model)]  # fmt: skip
+        version = extract.extractor_version(Path(work.document.source), self.settings.pdf_engine)
+        if version != extract.EXTRACTOR_VERSION:  # the answer was made from another engine's text
+            inputs.append(version)
         return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
     def _collect(self, owner: Owner) -> None:

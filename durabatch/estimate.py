@@ -188,7 +188,7 @@ def extract_all(store: Store, settings: Settings, paths: list[str],
     parsed in worker processes (several at once), then kept for the later run."""
     docs = discovery.discover(paths, Path.cwd(), settings.include, settings.exclude,
                               ignore=store.own_files())  # fmt: skip
-    parsers = ParserPool()
+    parsers = ParserPool(pdf_engine=settings.pdf_engine)
     pending: set[Future[_Parsed]] = set()
     workers = max(1, settings.concurrency)
     try:
@@ -202,10 +202,10 @@ def extract_all(store: Store, settings: Settings, paths: list[str],
                 pending.add(pool.submit(_parse, store.artifacts, settings, parsers, doc))
                 if len(pending) >= 2 * workers:  # a stream: memory stays flat
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from _settled(store, done, tally)
+                    yield from _settled(store, settings, done, tally)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from _settled(store, done, tally)
+                yield from _settled(store, settings, done, tally)
     finally:
         for future in pending:
             future.cancel()
@@ -214,7 +214,8 @@ def extract_all(store: Store, settings: Settings, paths: list[str],
 
 
 def _reused(store: Store, settings: Settings, doc: NewDocument) -> str | None:
-    found = reusable(store.cached_extraction, store.artifacts, Path(doc.source), settings.max_bytes)
+    found = reusable(store.cached_extraction, store.artifacts, Path(doc.source), settings.max_bytes,
+                     settings.pdf_engine)  # fmt: skip
     if found is None:
         return None
     digest = str(found[2].artifact)
@@ -244,7 +245,8 @@ def _parse(artifacts: ArtifactStore, settings: Settings, parsers: ParserPool,
     return _Parsed(doc, extracted, artifacts.put_text(extracted.text))
 
 
-def _settled(store: Store, done: set[Future[_Parsed]], tally: Tally) -> Iterator[Outcome]:
+def _settled(store: Store, settings: Settings, done: set[Future[_Parsed]],
+             tally: Tally) -> Iterator[Outcome]:  # fmt: skip
     """In the main thread: keep each new extraction for the later run."""
     for future in done:
         parsed = future.result()
@@ -252,7 +254,7 @@ def _settled(store: Store, done: set[Future[_Parsed]], tally: Tally) -> Iterator
         if found is None:
             yield parsed.doc, None, parsed.failure
             continue
-        key = content_key(found.sha256, Path(parsed.doc.source))
+        key = content_key(found.sha256, Path(parsed.doc.source), settings.pdf_engine)
         store.save_extraction(key, found.sha256, parsed.doc.path, describe(found),
                               parsed.artifact)  # fmt: skip
         tally.parsed += 1

@@ -6,6 +6,10 @@ waits at most the per-document deadline, and a worker that overstays is
 killed and replaced. The same kill ends parsing at once during a drain.
 Workers ignore SIGINT and SIGTERM (the parent drains, then kills them) and
 exit by themselves if the parent disappears.
+
+A pool reads PDFs with one engine (pypdf or PDFium, ``--pdf-engine``); its
+workers import that engine before they say they are ready, so the import is
+never counted against a document's deadline.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ _spawn = multiprocessing.get_context("spawn")
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, pdf_engine: str) -> None:
         self.conn, child = _spawn.Pipe()
         self.process: BaseProcess = _spawn.Process(
-            target=_serve, args=(child, os.getpid()), daemon=True, name="durabatch-parser"
+            target=_serve,
+            args=(child, os.getpid(), pdf_engine),
+            daemon=True,
+            name="durabatch-parser",
         )
         self.process.start()
         child.close()
@@ -59,7 +66,8 @@ class _Worker:
 class ParserPool:
     """Hands each extraction to an idle worker process, under a deadline."""
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, *, pdf_engine: str = "pypdf") -> None:
+        self.pdf_engine = pdf_engine
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -120,7 +128,7 @@ class ParserPool:
                 raise Cancelled("the run is shutting down")
             if self._idle:
                 return self._idle.pop()
-            worker = _Worker()
+            worker = _Worker(self.pdf_engine)
             self._all.add(worker)
         if not worker.wait_ready():
             self._discard(worker)
@@ -156,24 +164,24 @@ def _unpack(reply: tuple[str, object, object, object]) -> Extracted:
     raise DocumentError(Reason.MALFORMED, f"the parser failed on this file: {first}")
 
 
-def _serve(conn: Connection, parent_pid: int) -> None:
+def _serve(conn: Connection, parent_pid: int, pdf_engine: str) -> None:
     """Worker process main loop: parse what the parent sends, until it goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    load_parsers()
+    load_parsers(pdf_engine)
     conn.send(READY)
     while True:
         try:
             path, max_bytes = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(_parse(Path(path), max_bytes))
+        conn.send(_parse(Path(path), max_bytes, pdf_engine))
 
 
-def _parse(path: Path, max_bytes: int) -> tuple[str, object, object, object]:
+def _parse(path: Path, max_bytes: int, pdf_engine: str) -> tuple[str, object, object, object]:
     try:
-        return ("ok", extract_text(path, max_bytes=max_bytes), None, None)
+        return ("ok", extract_text(path, max_bytes=max_bytes, pdf_engine=pdf_engine), None, None)
     except DocumentError as exc:
         return ("error", str(exc.reason), exc.message, exc.skipped)
     except Exception as exc:  # a parser bug must not kill the worker

@@ -3,7 +3,8 @@
 ``extract_text`` is the whole interface. It decides the kind of a file from
 its extension (and the ``%PDF-`` magic), checks the size with ``stat`` before
 reading anything, reads the bytes once (they are what ``sha256`` describes),
-and hands them to the extractor for that kind. Every way a document can fail
+and hands them to the extractor for that kind (for a PDF, the engine chosen
+with ``--pdf-engine``: pypdf or PDFium). Every way a document can fail
 becomes a ``DocumentSkipped`` (expected: not a document we handle) or a
 ``DocumentError`` (the user can act on it) with a ``Reason`` and a message that
 says what to do next. The engine runs this in a worker process with a deadline.
@@ -56,12 +57,14 @@ _TEXT_EXTRACTORS: dict[str, Callable[[bytes], str]] = {
 }
 
 
-def load_parsers() -> None:
+def load_parsers(pdf_engine: str = "pypdf") -> None:
     """Import the PDF and Word parsers now. They are imported on first use otherwise,
     so a command that parses nothing (status, cost, the engine's own process) starts
     fast; a parser process loads them before it says it is ready."""
-    import durabatch.formats.docx
-    import durabatch.formats.pdf  # noqa: F401
+    import durabatch.formats.docx  # noqa: F401
+    from durabatch.formats.pdf import load_engine
+
+    load_engine(pdf_engine)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Extracted:
     pages: int | None  # PDF page count, else None
 
 
-def extract_text(path: pathlib.Path, *, max_bytes: int) -> Extracted:
+def extract_text(path: pathlib.Path, *, max_bytes: int, pdf_engine: str = "pypdf") -> Extracted:
     """Read ``path`` and return its text, or raise ``DocumentError``/``DocumentSkipped``."""
     size = _size(path)
     kind = _kind(path)
@@ -81,7 +84,7 @@ def extract_text(path: pathlib.Path, *, max_bytes: int) -> Extracted:
     if size == 0:
         raise DocumentSkipped(Reason.EMPTY, "file is empty (0 bytes); nothing to process")
     data = _read(path, max_bytes)
-    text, pages = _extract(kind, data)
+    text, pages = _extract(kind, data, pdf_engine)
     return Extracted(text, hashlib.sha256(data).hexdigest(), kind, pages)
 
 
@@ -139,11 +142,11 @@ def _read(path: pathlib.Path, max_bytes: int) -> bytes:
     return data
 
 
-def _extract(kind: str, data: bytes) -> tuple[str, int | None]:
+def _extract(kind: str, data: bytes, pdf_engine: str) -> tuple[str, int | None]:
     if kind == "pdf":
         from durabatch.formats.pdf import extract_pdf
 
-        return extract_pdf(data)
+        return extract_pdf(data, pdf_engine)
     text = _TEXT_EXTRACTORS[kind](data)
     if not text:
         raise DocumentSkipped(Reason.EMPTY, f"{kind} file has no visible text; nothing to process")

@@ -1,4 +1,9 @@
-"""PDF documents through pypdf.
+"""PDF documents through pypdf (the default) or PDFium (``--pdf-engine pdfium``).
+
+Both engines share everything but reading the pages: the header check, the
+reasons (``encrypted``, ``malformed``, ``no_text_layer``) with their advice,
+ligatures and whitespace. PDFium lives in ``formats.pdfium`` and is imported
+only when chosen, since pypdfium2 is an optional extra.
 
 pypdf is lenient (``strict=False``) and reports what it repaired through the
 ``pypdf`` logger. While a PDF is parsed those records are captured instead of
@@ -34,20 +39,28 @@ class _Captured(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def extract_pdf(data: bytes) -> tuple[str, int]:
+def load_engine(engine: str) -> None:
+    """Import the engine's library now (a worker does it before it says it is ready)."""
+    if engine == "pdfium":
+        import durabatch.formats.pdfium  # noqa: F401
+
+
+def extract_pdf(data: bytes, engine: str = "pypdf") -> tuple[str, int]:
     """Text and page count of a PDF; ``DocumentError`` if there is no text to get."""
+    if engine not in ("pypdf", "pdfium"):
+        raise ValueError(f"unknown PDF engine {engine!r}")
     if b"%PDF-" not in data[:1024]:
         raise DocumentError(
             Reason.MALFORMED,
             "file is named .pdf but is not a PDF (no %PDF- header; perhaps a saved web page "
             "or a renamed file); get the real document and add it to a new run",
         )
-    with _quiet_pypdf() as log:
+    with _quiet() as log:
         try:
-            pages = _read_pages(data)
+            pages = _read_pages(data, engine)
         except DocumentError:
             raise
-        except Exception as exc:  # pypdf raises far more than PyPdfError on bad input
+        except Exception as exc:  # either engine raises far more than its own error on bad input
             raise _malformed(_describe(exc, log.messages)) from exc
     if not pages:
         raise _malformed("it has no pages")
@@ -57,12 +70,15 @@ def extract_pdf(data: bytes) -> tuple[str, int]:
     return text, len(pages)
 
 
-def _read_pages(data: bytes) -> list[str]:
+def _read_pages(data: bytes, engine: str) -> list[str]:
+    if engine == "pdfium":
+        from durabatch.formats.pdfium import read_pages
+
+        return read_pages(data)
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         _unlock(reader)
-    # Ligatures (U+FB00-FB06) are common in typeset PDFs; NFKC spells them out.
-    return [_unligature(page.extract_text()) for page in reader.pages]
+    return [unligature(page.extract_text()) for page in reader.pages]
 
 
 def _unlock(reader: PdfReader) -> None:
@@ -78,26 +94,35 @@ def _unlock(reader: PdfReader) -> None:
             "(qpdf --decrypt in.pdf out.pdf) and add it to a new run",
         ) from exc
     except NotImplementedError as exc:
-        raise DocumentError(
-            Reason.ENCRYPTED,
-            f"PDF uses an encryption method that cannot be opened here ({exc}); decrypt it "
-            "(qpdf --decrypt in.pdf out.pdf) and add the decrypted file to a new run",
-        ) from exc
-    raise DocumentError(
+        raise unsupported_encryption(str(exc)) from exc
+    raise password_protected()
+
+
+def password_protected() -> DocumentError:
+    return DocumentError(
         Reason.ENCRYPTED,
         "PDF is password-protected; decrypt it (qpdf --decrypt --password=... in.pdf "
         "out.pdf) and add the decrypted file to a new run",
     )
 
 
-def _unligature(text: str) -> str:
+def unsupported_encryption(detail: str) -> DocumentError:
+    return DocumentError(
+        Reason.ENCRYPTED,
+        f"PDF uses an encryption method that cannot be opened here ({detail}); decrypt it "
+        "(qpdf --decrypt in.pdf out.pdf) and add the decrypted file to a new run",
+    )
+
+
+def unligature(text: str) -> str:
+    """Ligatures (U+FB00-FB06) are common in typeset PDFs; NFKC spells them out."""
     return "".join(
         unicodedata.normalize("NFKC", c) if "\ufb00" <= c <= "\ufb06" else c for c in text
     )
 
 
 @contextmanager
-def _quiet_pypdf() -> Iterator[_Captured]:
+def _quiet() -> Iterator[_Captured]:
     logger = logging.getLogger("pypdf")
     handler = _Captured()
     propagate = logger.propagate
@@ -113,7 +138,7 @@ def _quiet_pypdf() -> Iterator[_Captured]:
 
 
 def _describe(exc: Exception, logged: list[str]) -> str:
-    detail = str(exc) or type(exc).__name__
+    detail = str(exc).rstrip(".") or type(exc).__name__
     if logged and logged[0] not in detail:
         detail = f"{detail}; {logged[0]}"
     return f"it is corrupt or truncated ({detail})"

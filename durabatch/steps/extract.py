@@ -3,7 +3,9 @@
 Text is kept by content: when the same bytes were extracted before in this
 database (by a run, or by ``durabatch estimate``), their text is reused and the
 file is not parsed again. The key is the bytes' SHA-256, the file's extension
-(which picks the parser) and the extractor's version.
+(which picks the parser) and the extractor's version, which names the PDF
+engine when it is not pypdf: text PDFium read is never reused by a pypdf run,
+nor the reverse, while pypdf's keys are the ones they always were.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from durabatch import artifacts
 from durabatch.artifacts import ArtifactStore
-from durabatch.formats import Extracted
+from durabatch.formats import SUFFIXES, Extracted
 from durabatch.steps.context import Reuse, StepContext
 from durabatch.store.records import CachedStep, StepResult, Work
 
@@ -29,7 +31,7 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     source = Path(work.document.source)
     settings = ctx.settings
     if ctx.reuse is not None:
-        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes)
+        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes, settings.pdf_engine)
         if found is not None:
             key, digest, hit = found
             return StepResult(hit.output, artifact=hit.artifact, sha256=digest, cache_key=key,
@@ -40,7 +42,7 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     text = extracted.text
     small = artifacts.inline(text)  # kept in the database, in the step's own commit
     digest = artifacts.digest_of(text) if small else ctx.artifacts.put_text(text)
-    key = content_key(extracted.sha256, source)
+    key = content_key(extracted.sha256, source, settings.pdf_engine)
     return StepResult(output=describe(extracted), artifact=digest, text=text if small else None,
                       sha256=extracted.sha256, cache_key=key)  # fmt: skip
 
@@ -58,14 +60,14 @@ def describe(extracted: Extracted) -> dict[str, Any]:
     return {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
 
 
-def reusable(lookup: Reuse, store: ArtifactStore, source: Path,
-             max_bytes: int) -> tuple[str, str, CachedStep] | None:  # fmt: skip
+def reusable(lookup: Reuse, store: ArtifactStore, source: Path, max_bytes: int,
+             pdf_engine: str) -> tuple[str, str, CachedStep] | None:  # fmt: skip
     """(key, sha256, earlier extraction) when these bytes were extracted before and
     their text is still on disk."""
     digest = file_sha256(source, max_bytes)
     if digest is None:
         return None
-    key = content_key(digest, source)
+    key = content_key(digest, source, pdf_engine)
     hit = lookup(key)
     if hit is None or hit.artifact is None:
         return None
@@ -74,9 +76,17 @@ def reusable(lookup: Reuse, store: ArtifactStore, source: Path,
     return key, digest, hit
 
 
-def content_key(sha256: str, source: Path) -> str:
-    inputs = [sha256, "extract", EXTRACTOR_VERSION, source.suffix.lower()]
+def content_key(sha256: str, source: Path, pdf_engine: str) -> str:
+    inputs = [sha256, "extract", extractor_version(source, pdf_engine), source.suffix.lower()]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def extractor_version(source: Path, pdf_engine: str) -> str:
+    """What made a file's text: the PDF engine counts for a file that may be a PDF
+    (``.pdf``, or an extension we do not know, recognised by its magic)."""
+    if pdf_engine == "pypdf" or SUFFIXES.get(source.suffix.lower(), "pdf") != "pdf":
+        return EXTRACTOR_VERSION
+    return f"{EXTRACTOR_VERSION}+{pdf_engine}"
 
 
 def file_sha256(path: Path, max_bytes: int) -> str | None:
