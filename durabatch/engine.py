@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from durabatch import budget, discovery, spot
+from durabatch import budget, compensate, deliver, discovery, spot
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
@@ -54,6 +54,7 @@ from durabatch.store.records import (
     StepResult,
     Work,
 )
+from durabatch.targets import Target
 
 DISCOVERY_BATCH = 500
 SECOND_SIGNAL_NOTE = "second signal: stopping now; resume picks up from the last commit"
@@ -62,7 +63,9 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
     Step.ENTITIES: entities.run,
+    Step.DELIVER: deliver.run,
 }
+CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
 
 
 class Observer(Protocol):
@@ -146,6 +149,9 @@ class Engine:
         self._drain_reason: str | None = None
         self._stopped_by: HaltError | NotFinished | None = None
         self._announced = False
+        self._cancelled = False
+        self._last_look = time.monotonic()
+        self.target: Target | None = None
         # the dollars the user typed, exactly; None without --max-cost
         self._limit = None if settings.max_cost is None else Decimal(str(settings.max_cost))
 
@@ -238,8 +244,9 @@ class Engine:
 
     def _loop(self, run: Run, owner: Owner) -> None:
         context = StepContext(
-            self.settings, self.provider, self.store.artifacts, self.parsers, _unbound
-        )
+            self.settings, self.provider, self.store.artifacts, self.parsers, _unbound,
+            target=self._open_target(run),
+        )  # fmt: skip
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
         while not self._stopping():
@@ -248,6 +255,13 @@ class Engine:
                 return
             self._collect(owner)
             self._beat(run, owner)
+
+    def _open_target(self, run: Run) -> Target | None:
+        spec = self.settings.deliver_to
+        if spec and self.target is None:
+            cwd = Path(run.settings["cwd"])
+            self.target = deliver.make_target(self.settings, spec, cwd, self.draining)
+        return self.target
 
     def _claim(self, run: Run, owner: Owner) -> None:
         free = self.settings.concurrency - len(self._inflight)
@@ -321,7 +335,7 @@ class Engine:
             following = self.store.complete_step(
                 owner, work, result, claim_next=not self.draining.is_set()
             )
-            last = work.step.next() is None
+            last = work.step.next(deliver=bool(self.settings.deliver_to)) is None
             self.observer.step_done(work, "", DocStatus.DONE if last else None)
             if following is not None:
                 self._submit(owner, following)
@@ -351,6 +365,11 @@ class Engine:
         self.observer.step_done(work, f"{failure.reason}: {failure.message}", finished)
 
     def _beat(self, run: Run, owner: Owner) -> None:
+        if time.monotonic() - self._last_look >= CANCEL_POLL_SECONDS:
+            self._last_look = time.monotonic()
+            if not self._cancelled and self.store.cancel_requested(run.id):
+                self._cancelled = True
+                self.drain(compensate.CANCELLED_BY)
         if time.monotonic() - self._last_beat >= self.settings.lease_ttl / 3:
             self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
             self._last_beat = time.monotonic()
@@ -433,13 +452,17 @@ class Engine:
         except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
             self._stop_with(exc)
         self.parsers.close()
+        if self.target is not None:
+            self.target.close()
         if self._inflight:
             self.store.abandon(owner, list(self._inflight.values()), "shutdown")
             self._inflight.clear()
         discovered = self.store.get_run(run.id).discovered
         finished = discovered and not self.store.counts(run.id).unfinished
         stopped = self._stopped_by
-        if isinstance(stopped, HaltError):
+        if self._cancelled:
+            status, outcome = RunStatus.CANCELLED, compensate.CANCELLED_BY
+        elif isinstance(stopped, HaltError):
             status, outcome = RunStatus.HALTED, f"halted: {stopped.message}"
         elif finished:
             status, outcome = RunStatus.DONE, "finished"
@@ -514,6 +537,13 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _on_failure(store: Store, run: Run, settings: Settings, observer: Observer,
+                stopping: threading.Event) -> None:  # fmt: skip
+    """--on-failure compensate: a run that ends with failures keeps nothing delivered."""
+    if settings.on_failure == "compensate" and compensate.owed(store, store.get_run(run.id)):
+        compensate.after_failure(store, run, settings, observer.note, stopping)
+
+
 def process_run(store: Store, run: Run, settings: Settings, observer: Observer) -> Outcome:
     """Process a run to its end, or until a signal (or a spot notice) drains it."""
     from durabatch.models import make_provider
@@ -529,7 +559,10 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
         watcher.start()
     try:
         with drain_on_signals(engine):
-            return engine.process(run)
+            outcome = engine.process(run)
+            if outcome.status == RunStatus.DONE and outcome.counts.failed:
+                _on_failure(store, run, settings, observer, stopping)
+            return outcome
     finally:
         if watcher is not None:
             watcher.stop()
