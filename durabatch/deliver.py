@@ -26,7 +26,16 @@ from durabatch.errors import DocumentError, UsageError
 from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
-from durabatch.store.records import DocStatus, Document, Owner, Run, RunStatus, StepResult, Work
+from durabatch.store.records import (
+    DocStatus,
+    Document,
+    Owner,
+    Run,
+    RunStatus,
+    Step,
+    StepResult,
+    Work,
+)
 from durabatch.targets import Target, open_target
 
 Note = Callable[[str], None]
@@ -37,7 +46,8 @@ SIDE_SESSION = "deliveries: "
 def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
     """What is delivered for a document: deterministic, so a repeat is byte-identical."""
     body = {"run_id": run_id, "path": doc.path, "sha256": doc.sha256,
-            "summary": results.get("summary"), "entities": results.get("entities", [])}  # fmt: skip
+            "summary": results.get(Step.SUMMARIZE),
+            "entities": results.get(Step.ENTITIES, [])}  # fmt: skip
     return (json.dumps(body, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
 
 
