@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,7 @@ from durabatch.render import (
     stdout_console,
 )
 from durabatch.store import Store, open_store
-from durabatch.store.records import Run
+from durabatch.store.records import Run, RunStatus
 from durabatch.verify import verify as verify_run
 
 if TYPE_CHECKING:  # the engine pulls in the parsers: imported when a run starts, so
@@ -90,6 +91,21 @@ SpotBaseUrl = Annotated[
 ]
 SpotInterval = Annotated[
     float | None, typer.Option(help="Seconds between two looks for a spot notice (5).")
+]
+DeliverTo = Annotated[
+    str | None,
+    typer.Option(help="Deliver each finished document to this folder or http(s) webhook."),
+]
+OnFailure = Annotated[
+    str | None,
+    typer.Option(
+        help="A run ending with failed documents: keep its deliveries (default) or "
+        "compensate (withdraw them all)."
+    ),
+]
+CompensateUrl = Annotated[
+    str | None,
+    typer.Option(help="Where webhook deliveries are withdrawn (DELETE); {id} and {key} filled in."),
 ]
 
 
@@ -201,6 +217,9 @@ def run(
     watch_spot: WatchSpot = None,
     spot_base_url: SpotBaseUrl = None,
     spot_interval: SpotInterval = None,
+    deliver_to: DeliverTo = None,
+    on_failure: OnFailure = None,
+    compensate_url: CompensateUrl = None,
 ) -> None:
     """Process documents in a new run; prints the run id first.
 
@@ -215,6 +234,7 @@ def run(
             price_provider=price_provider, prices=read_price_file(prices) if prices else None,
             max_cost=max_cost, no_cache=no_cache or None, watch_spot=watch_spot,
             spot_base_url=spot_base_url, spot_interval=spot_interval, pdf_engine=pdf_engine,
+            deliver_to=deliver_to, on_failure=on_failure, compensate_url=compensate_url,
         )  # fmt: skip
         config.require_pdf_engine(settings)
         discovery.check_paths(paths)
@@ -257,7 +277,9 @@ def resume(
             stderr_console().print("nothing to resume: every run in this database is finished")
             raise typer.Exit(ExitCode.OK)
         print(found.id, flush=True)
+        _refuse_cancelled(found)
         if found.finished:
+            _withdraw_owed(store, found, settings)
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
@@ -266,6 +288,97 @@ def resume(
         settings = settings.with_run(found.settings)
         config.require_pdf_engine(settings, resuming=True)
         _finish(store, _process(store, found, settings))
+
+
+def _refuse_cancelled(found: Run) -> None:
+    if found.status == RunStatus.CANCELLED:
+        raise UsageError(
+            f"run {found.id} was cancelled and is not resumed; start a new run, or finish "
+            f"withdrawing its deliveries with `durabatch cancel {found.id} --compensate`"
+        )
+
+
+def _withdraw_owed(store: Store, found: Run, settings: config.Settings) -> None:
+    """A finished run under --on-failure compensate whose withdrawal was cut short."""
+    from durabatch import compensate
+
+    if compensate.owed(store, found):
+        note = stderr_console().print
+        compensate.after_failure(store, found, settings.with_run(found.settings), note)
+
+
+@app.command()
+def cancel(
+    run_id: RunArg,
+    compensate_: Annotated[
+        bool, typer.Option("--compensate", help="Undo every delivery, latest first.")
+    ] = False,
+    compensate_url: CompensateUrl = None,
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Stop a run (a live one drains, as on SIGTERM); --compensate undoes its deliveries.
+
+    Run it again to continue a compensation that was interrupted.
+    Example: durabatch cancel 20261126T173512-ab12c3 --compensate
+    """
+    from durabatch import compensate
+
+    with _user_errors():
+        store = _store(_settings(db=db))
+        found = store.get_run(run_id)
+        settings = _settings(db=db, compensate_url=compensate_url).with_run(found.settings)
+        url = compensate_url or found.settings.get("compensate_url")
+        settings = replace(settings, compensate_url=url)
+        note = stderr_console().print
+        wait = settings.grace + settings.lease_ttl
+        undone = compensate.cancel(store, found, settings, compensate=compensate_, note=note,
+                                   wait=wait)  # fmt: skip
+        counts = store.delivery_counts(run_id)
+    _cancelled(run_id, undone, counts, json_)
+
+
+def _cancelled(run_id: str, undone: Any, counts: dict[str, int], json_: bool) -> None:
+    report = {"run_id": run_id, "status": "cancelled", "deliveries": counts,
+              "compensation": asdict(undone) if undone is not None else None}  # fmt: skip
+    if json_:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"run {run_id} cancelled; deliveries: {_counted(counts)}")
+    if undone is not None and (undone.failed or counts.get("delivered")):
+        raise typer.Exit(ExitCode.FAILED_DOCUMENTS)
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+
+
+@app.command()
+def deliver(
+    run_id: RunArg,
+    to: Annotated[str, typer.Option("--to", help="A folder, or an http(s) webhook URL.")],
+    db: DbOpt = None,
+    read_timeout: ReadTimeout = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Deliver a finished run's results to a folder or webhook; no model is called.
+
+    Documents already delivered there are skipped, so running it again continues.
+    Example: durabatch deliver 20261126T173512-ab12c3 --to https://hooks.example/in
+    """
+    from durabatch.deliver import redeliver
+
+    with _user_errors():
+        settings = _settings(db=db, deliver_to=to, read_timeout=read_timeout)
+        store = _store(settings)
+        found = store.get_run(run_id)
+        tally = redeliver(store, found, settings, to, stderr_console().print)
+    if json_:
+        print(json.dumps({"run_id": run_id, "target": to, **asdict(tally)}, indent=2))
+    else:
+        print(f"run {run_id} -> {to}: {tally.delivered} delivered, {tally.already} there "
+              f"already, {len(tally.failed)} refused")  # fmt: skip
+    raise typer.Exit(ExitCode.FAILED_DOCUMENTS if tally.failed else ExitCode.OK)
 
 
 @app.command()

@@ -28,10 +28,12 @@ DEFAULT_DB = "durabatch.db"
 RUN_SETTINGS = (
     "provider", "model", "summarize_model", "entities_model", "base_url", "include", "exclude",
     "max_input_tokens", "price_provider", "prices", "max_cost", "max_output_tokens", "pdf_engine",
+    "deliver_to", "on_failure", "compensate_url",
 )  # fmt: skip
 # pypdf (pure Python) is the default; pdfium (pypdfium2, the optional extra) reads ~4x faster
 PDF_ENGINES = ("pypdf", "pdfium")
 PDFIUM_INSTALL = "pip install 'durabatch[pdfium]'"
+ON_FAILURE = ("keep", "compensate")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,12 @@ class Settings:
     watch_spot: str | None = None
     spot_base_url: str | None = None  # the metadata server of aws/gcp (tests, proxies)
     spot_interval: float = 5.0
+    # side effects: a folder or a webhook URL each finished document is delivered to
+    deliver_to: str | None = None
+    # a run that ends with failed documents: keep what it delivered, or withdraw it all
+    on_failure: str = "keep"
+    # where a webhook delivery is withdrawn ({id}, {key}); default DELETE URL/ID
+    compensate_url: str | None = None
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}
@@ -200,6 +208,22 @@ def _validate(settings: Settings) -> None:
     if settings.grace < 0 or settings.extract_timeout <= 0:
         raise UsageError("--grace must be >= 0 and --extract-timeout > 0")
     _validate_spot(settings)
+    _validate_delivery(settings)
+
+
+def _validate_delivery(settings: Settings) -> None:
+    from durabatch.targets import check_spec
+
+    if settings.deliver_to is not None:
+        check_spec(settings.deliver_to)
+    if settings.on_failure not in ON_FAILURE:
+        raise UsageError(f"--on-failure must be keep or compensate, not {settings.on_failure!r}")
+    if settings.compensate_url is not None:
+        check_spec(settings.compensate_url, "--compensate-url")
+        if not _is_url(settings.compensate_url):
+            raise UsageError(
+                "--compensate-url must be an http:// or https:// URL, e.g. https://host/items/{id}"
+            )
 
 
 def _validate_spot(settings: Settings) -> None:

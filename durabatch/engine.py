@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from durabatch import budget, discovery
+from durabatch import budget, compensate, deliver, discovery
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
@@ -57,6 +57,7 @@ from durabatch.store.records import (
     StepResult,
     Work,
 )
+from durabatch.targets import Target
 
 DISCOVERY_BATCH = 500
 # The writer gives up the GIL in every commit; with workers busy it would then wait up to
@@ -69,7 +70,9 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
     Step.ENTITIES: entities.run,
+    Step.DELIVER: deliver.run,
 }
+CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
 
 
 class Observer(Protocol):
@@ -154,6 +157,9 @@ class Engine:
         self._drain_reason: str | None = None
         self._stopped_by: HaltError | NotFinished | None = None
         self._announced = False
+        self._cancelled = False
+        self._last_look = time.monotonic()
+        self.target: Target | None = None
         # the dollars the user typed, exactly; None without --max-cost
         self._limit = None if settings.max_cost is None else Decimal(str(settings.max_cost))
 
@@ -246,8 +252,9 @@ class Engine:
 
     def _loop(self, run: Run, owner: Owner) -> None:
         context = StepContext(
-            self.settings, self.provider, self.store.artifacts, self.parsers, _unbound
-        )
+            self.settings, self.provider, self.store.artifacts, self.parsers, _unbound,
+            target=self._open_target(run),
+        )  # fmt: skip
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
         while not self._stopping():
@@ -265,7 +272,7 @@ class Engine:
             done, self._done = self._done, []
             claim = not self.draining.is_set()
             free = self.settings.concurrency - len(self._inflight)
-            free -= sum(1 for work, _ in done if work.step.next() is not None) if claim else 0
+            free -= sum(1 for work, _ in done if self._next(work) is not None) if claim else 0
             fresh = self.store.pending_documents(run.id, free) if run and claim and free > 0 else []
             if not done and not fresh:
                 return
@@ -274,10 +281,20 @@ class Engine:
                              for work, result in done]  # fmt: skip
                 started = self.store.start_steps(owner, fresh) if fresh else []
             for work, _ in done:
-                self.observer.step_done(work, "", None if work.step.next() else DocStatus.DONE)
+                self.observer.step_done(work, "", None if self._next(work) else DocStatus.DONE)
             for claimed in [*following, *started]:
                 if claimed is not None:
                     self._submit(owner, claimed)  # a cached answer joins the next round
+
+    def _open_target(self, run: Run) -> Target | None:
+        spec = self.settings.deliver_to
+        if spec and self.target is None:
+            cwd = Path(run.settings["cwd"])
+            self.target = deliver.make_target(self.settings, spec, cwd, self.draining)
+        return self.target
+
+    def _next(self, work: Work) -> Step | None:
+        return work.step.next(deliver=bool(self.settings.deliver_to))
 
     def _submit(self, owner: Owner, work: Work) -> None:
         self._inflight[work.document.id] = work
@@ -370,6 +387,11 @@ class Engine:
         self.observer.step_done(work, f"{failure.reason}: {failure.message}", finished)
 
     def _beat(self, run: Run, owner: Owner) -> None:
+        if time.monotonic() - self._last_look >= CANCEL_POLL_SECONDS:
+            self._last_look = time.monotonic()
+            if not self._cancelled and self.store.cancel_requested(run.id):
+                self._cancelled = True
+                self.drain(compensate.CANCELLED_BY)
         if time.monotonic() - self._last_beat >= self.settings.lease_ttl / 3:
             self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
             self._last_beat = time.monotonic()
@@ -454,13 +476,17 @@ class Engine:
         except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
             self._stop_with(exc)
         self.parsers.close()
+        if self.target is not None:
+            self.target.close()
         if self._inflight:
             self.store.abandon(owner, list(self._inflight.values()), "shutdown")
             self._inflight.clear()
         discovered = self.store.get_run(run.id).discovered
         finished = discovered and not self.store.counts(run.id).unfinished
         stopped = self._stopped_by
-        if isinstance(stopped, HaltError):
+        if self._cancelled:
+            status, outcome = RunStatus.CANCELLED, compensate.CANCELLED_BY
+        elif isinstance(stopped, HaltError):
             status, outcome = RunStatus.HALTED, f"halted: {stopped.message}"
         elif finished:
             status, outcome = RunStatus.DONE, "finished"
@@ -535,6 +561,13 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _on_failure(store: Store, run: Run, settings: Settings, observer: Observer,
+                stopping: threading.Event) -> None:  # fmt: skip
+    """--on-failure compensate: a run that ends with failures keeps nothing delivered."""
+    if settings.on_failure == "compensate" and compensate.owed(store, store.get_run(run.id)):
+        compensate.after_failure(store, run, settings, observer.note, stopping)
+
+
 def process_run(store: Store, run: Run, settings: Settings, observer: Observer) -> Outcome:
     """Process a run to its end, or until a signal (or a spot notice) drains it."""
     from durabatch.models import make_provider
@@ -554,7 +587,10 @@ def process_run(store: Store, run: Run, settings: Settings, observer: Observer) 
     sys.setswitchinterval(SWITCH_SECONDS)
     try:
         with drain_on_signals(engine):
-            return engine.process(run)
+            outcome = engine.process(run)
+            if outcome.status == RunStatus.DONE and outcome.counts.failed:
+                _on_failure(store, run, settings, observer, stopping)
+            return outcome
     finally:
         sys.setswitchinterval(switch)
         if watcher is not None:

@@ -11,6 +11,7 @@
         +-- QuotaExhausted         429 insufficient_quota: pause until it is topped up
         +-- ProviderOutage         the retry budget ran out: pause, resume later
         +-- BudgetReached          --max-cost would be passed: pause, resume with more
+        +-- TargetUnavailable      a delivery target kept failing: pause, resume later
     DocumentError                  one document cannot be processed; the run goes on
     +-- DocumentSkipped            ... and that is expected (skipped, not failed)
     RetryableError                 one attempt failed in a way worth retrying
@@ -57,6 +58,8 @@ class Reason(StrEnum):
     BAD_REQUEST = "bad_request"
     TRUNCATED = "truncated_reply"
     REFUSED = "model_refused"
+    DELIVERY_REJECTED = "delivery_rejected"
+    TARGET_EXISTS = "target_exists"
     ERROR = "error"
 
 
@@ -112,6 +115,10 @@ class ProviderOutage(NotFinished):
 
 
 class BudgetReached(NotFinished):
+    pass
+
+
+class TargetUnavailable(NotFinished):
     pass
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from durabatch import money
-from durabatch.store.records import DocStatus, Event, RunStatus, Step, StepStatus
+from durabatch.store.records import DeliveryStatus, DocStatus, Event, RunStatus, Step, StepStatus
 
 
 @dataclass
@@ -22,6 +22,7 @@ class State:
     documents: dict[int, dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     partials: dict[tuple[int, str, int], Any] = field(default_factory=dict)
+    deliveries: dict[int, dict[str, Any]] = field(default_factory=dict)
     # what the history itself says went wrong, e.g. a finished step that ran again
     anomalies: list[str] = field(default_factory=list)
 
@@ -37,7 +38,8 @@ def replay(events: Iterable[Event]) -> State:
 
 
 def _run_created(state: State, event: Event) -> None:
-    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False)
+    delivers = bool(event.data["settings"].get("deliver_to"))
+    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False, deliver=delivers)
 
 
 def _discovered(state: State, event: Event) -> None:
@@ -129,7 +131,7 @@ def _step_completed(state: State, event: Event) -> None:
     doc = _doc(state, event)
     if event.data["sha256"] is not None:
         doc["sha256"] = event.data["sha256"]
-    following = Step(str(event.step)).next()
+    following = Step(str(event.step)).next(deliver=state.run.get("deliver", False))
     if following is not None:
         doc.update(status=DocStatus.PENDING, step=following)
 
@@ -167,7 +169,32 @@ def _document_finished(state: State, event: Event) -> None:
         doc["step"] = None
 
 
+def _delivered(state: State, event: Event) -> None:
+    """A side effect happened (or happened again, after it had been withdrawn)."""
+    data = event.data
+    state.deliveries[data["delivery"]] = {
+        "doc_id": event.doc_id, "target": data["target"], "kind": data["kind"],
+        "location": data["location"], "sha256": data["sha256"], "key": data["key"],
+        "receiver_id": data["receiver_id"], "status": DeliveryStatus.DELIVERED, "undo": None,
+    }  # fmt: skip
+
+
+def _delivery_undone(state: State, event: Event) -> None:
+    delivery = state.deliveries.get(event.data["delivery"])
+    if delivery is None or delivery["status"] != DeliveryStatus.DELIVERED:
+        state.anomalies.append(f"event {event.seq}: undid a delivery that was not delivered")
+        return
+    delivery.update(status=event.data["status"], undo=event.data["undo"])
+
+
+def _cancel_requested(state: State, event: Event) -> None:
+    """The run's owner is asked to stop; the run becomes cancelled when a session ends."""
+
+
 _HANDLERS: dict[str, Callable[[State, Event], None]] = {
+    "delivered": _delivered,
+    "delivery_undone": _delivery_undone,
+    "cancel_requested": _cancel_requested,
     "run_created": _run_created,
     "document_discovered": _discovered,
     "discovery_finished": _discovery_finished,

@@ -153,6 +153,9 @@ def run_detail(summary: dict[str, Any], *, full: bool = True) -> list[Any]:
         head.add_row(f"documents {name}", str(docs[name]))
     head.add_row("interruptions survived", str(summary["interruptions"]))
     head.add_row("cost", dollars(summary["cost"]["total_usd"]))
+    deliveries = summary.get("deliveries") or {}
+    if deliveries:
+        head.add_row("deliveries", ", ".join(f"{n} {k}" for k, n in sorted(deliveries.items())))
     owner = summary["owner"]
     if owner:
         head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
@@ -170,6 +173,8 @@ def _steps_table(by_step: dict[str, dict[str, int]]) -> Table:
     for name in ("done", "failed", "running", "abandoned"):
         table.add_column(name)
     for step in Step:
+        if step == Step.DELIVER and step.value not in by_step:
+            continue  # a run without --deliver-to has no deliver step
         counts = by_step.get(step.value, {})
         table.add_row(step.value, *(str(counts.get(n, 0)) for n in
                                     ("done", "failed", "running", "abandoned")))  # fmt: skip
@@ -214,6 +219,8 @@ def cost_views(report: dict[str, Any]) -> list[Any]:
                        ("  of which lost in flight", "lost_in_flight"),
                        ("saved by resume", "saved_by_resume")):  # fmt: skip
         head.add_row(label, *_spend_cells(report[key]))
+    if report.get("cancelled_work") is not None:
+        head.add_row("cost of cancelled work", *_spend_cells(report["cancelled_work"]))
     cache = report["saved_by_cache"]
     head.caption = (
         f"interruptions survived: {report['interruptions']}; saved by cache: "

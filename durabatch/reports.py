@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from durabatch import money
+from durabatch.deliver import SIDE_SESSION as SIDE
 from durabatch.errors import UsageError
 from durabatch.store import Store
-from durabatch.store.records import Document, Run, Step, StepState
+from durabatch.store.records import Document, Run, RunStatus, Step, StepState
 
 MAX_FAILURES_LISTED = 100
 EXPORT_FIELDS = ("path", "sha256", "status", "reason", "error", "summary", "entities",
@@ -62,7 +63,8 @@ def cost_report(store: Store, run: Run) -> dict[str, Any]:
     Every figure is a sum over rows of ``model_calls``: "useful" are the calls whose
     answer was committed, "wasted" the rest (failed attempts, retries, calls whose
     step was abandoned by a crash or a drain and made again)."""
-    sessions = store.sessions(run.id)
+    # sessions that only delivered or withdrew results made no model call
+    sessions = [s for s in store.sessions(run.id) if not (s.outcome or "").startswith(SIDE)]
     last_start = sessions[-1].started_at if len(sessions) > 1 else None
     (total,) = store.spend(run.id)
     (useful,) = store.spend(run.id, kept=True)
@@ -79,6 +81,8 @@ def cost_report(store: Store, run: Run) -> dict[str, Any]:
         "lost_in_flight": _dollars(store.spend(run.id, error_class="LostInFlight")[0]),
         "saved_by_resume": _dollars(saved),
         "saved_by_cache": store.cache_savings(run.id),
+        # model calls cannot be undone: everything a cancelled run spent is spent for nothing
+        "cancelled_work": _dollars(total) if run.status == RunStatus.CANCELLED else None,
         "by_model": [_dollars(r) for r in store.spend(run.id, by="model")],
         "by_step": [_dollars(r) for r in store.spend(run.id, by="step")],
         "top_documents": [
@@ -111,6 +115,7 @@ def run_summary(store: Store, run: Run) -> dict[str, Any]:
         "owner": asdict(owner) if owner else None,
         "sessions": [asdict(s) for s in store.sessions(run.id)],
         "failures": _failures(store, run.id),
+        "deliveries": store.delivery_counts(run.id),
     }
 
 

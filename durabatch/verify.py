@@ -13,6 +13,8 @@ from durabatch.store.records import StepStatus
 DOC_FIELDS = ("path", "status", "step", "reason", "error", "sha256")
 STEP_FIELDS = ("status", "attempts", "output", "artifact", "input_tokens", "output_tokens",
                "cost_usd", "unpriced_calls", "cache_key", "cached_from", "saved_usd")  # fmt: skip
+DELIVERY_FIELDS = ("doc_id", "target", "kind", "location", "sha256", "key", "receiver_id",
+                   "status", "undo")  # fmt: skip
 MAX_REPORTED = 50
 
 
@@ -28,6 +30,7 @@ def verify(store: Store, run_id: str) -> list[str]:
         problems += _compare_documents(store, run_id, rebuilt)
         problems += _compare_steps(store, run_id, rebuilt)
         problems += _compare_partials(store, run_id, rebuilt)
+        problems += _compare_deliveries(store, run_id, rebuilt)
     return problems
 
 
@@ -108,3 +111,11 @@ def _compare_partials(store: Store, run_id: str, rebuilt: State) -> list[str]:
         | {k for k in table.keys() & rebuilt.partials.keys() if table[k] != rebuilt.partials[k]}
     )
     return [f"partial result {key}: tables and events differ" for key in keys[:MAX_REPORTED]]
+
+
+def _compare_deliveries(store: Store, run_id: str, rebuilt: State) -> list[str]:
+    rows = (
+        (d.id, f"delivery {d.id} ({d.location})", {n: getattr(d, n) for n in DELIVERY_FIELDS})
+        for d in store.deliveries(run_id)
+    )
+    return _compare(rows, rebuilt.deliveries, "delivery")

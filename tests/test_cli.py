@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from durabatch.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "resume", "status", "cost", "events", "verify", "export"]
+COMMANDS = ["run", "resume", "status", "cost", "events", "verify", "export", "cancel", "deliver"]
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:

@@ -41,6 +41,7 @@ from durabatch.models.base import CallRecord
 from durabatch.pricing import PriceBook
 from durabatch.reports import export_rows
 from durabatch.store.records import (
+    PIPELINE,
     DocStatus,
     Document,
     NewDocument,
@@ -445,7 +446,7 @@ class StoreMachine(RuleBasedStateMachine):
             if doc_id in ended:
                 assert (row["status"], row["reason"]) == (ended[doc_id], "error")
                 continue
-            assert doc.done == list(Step)
+            assert doc.done == list(PIPELINE)
             expected = {"status": "done", "sha256": sha_of(doc.path), "reason": None,
                         "error": None, "summary": output_of(doc.path, Step.SUMMARIZE),
                         "entities": output_of(doc.path, Step.ENTITIES)}  # fmt: skip

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durabatch.artifacts import ArtifactStore
 from durabatch.config import Settings
 from durabatch.models.base import CallRecord, Provider
 from durabatch.sandbox import ParserPool
 from durabatch.store.records import CachedStep
+
+if TYPE_CHECKING:
+    from durabatch.targets import Target
 
 # save_partial(index, output, calls): commits one chunk's result before the next call
 Checkpoint = Callable[[int, Any, Sequence[CallRecord]], None]
@@ -26,3 +29,4 @@ class StepContext:
     parsers: ParserPool
     checkpoint: Checkpoint
     reuse: Reuse | None = None  # None under --no-cache
+    target: Target | None = None  # where the deliver step publishes; None without one

@@ -16,6 +16,7 @@ class RunStatus(StrEnum):
     HALTED = "halted"
     PAUSED = "paused"
     DONE = "done"
+    CANCELLED = "cancelled"
 
 
 class DocStatus(StrEnum):
@@ -30,11 +31,16 @@ class Step(StrEnum):
     EXTRACT = "extract"
     SUMMARIZE = "summarize"
     ENTITIES = "entities"
+    DELIVER = "deliver"  # only in runs given --deliver-to
 
-    def next(self) -> Step | None:
-        order = list(Step)
+    def next(self, *, deliver: bool = False) -> Step | None:
+        order = [*PIPELINE, Step.DELIVER] if deliver else list(PIPELINE)
         index = order.index(self)
         return order[index + 1] if index + 1 < len(order) else None
+
+
+# the steps every run makes; DELIVER follows them when the run has a target
+PIPELINE = (Step.EXTRACT, Step.SUMMARIZE, Step.ENTITIES)
 
 
 class StepStatus(StrEnum):
@@ -115,6 +121,8 @@ class Work:
     partials: tuple[Any, ...] = ()
     # the document's first step in this session, its text read by an earlier one: check the file
     recheck: bool = False
+    # deliver only: the outputs of the document's earlier steps, by step name
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,38 @@ class StepResult:
     cached_from: str | None = None  # "run_id:path" when the answer was reused
     saved_usd: Decimal | None = None  # what the reused answer had cost
     text: str | None = None  # extracted text to keep in the database under ``artifact``
+    delivery: Delivered | None = None  # deliver only: what was published, to undo it
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    WITHDRAWN = "withdrawn"  # compensated: the file removed, the receiver told
+    LEFT = "left"  # not withdrawn, on purpose: the file changed since (``undo`` says why)
+    UNDO_FAILED = "undo_failed"  # the receiver refused the withdrawal (``undo`` says how)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One side effect, with what is needed to undo it."""
+
+    target: str  # the folder (absolute) or the webhook URL, as given
+    kind: str  # "folder" or "webhook"
+    location: str  # the file written, or the URL posted to
+    sha256: str  # of the bytes delivered
+    key: str  # the Idempotency-Key
+    receiver_id: str | None = None  # what the webhook answered, to address the undo
+    http_status: int | None = None
+
+
+@dataclass(frozen=True)
+class Delivery(Delivered):
+    id: int = 0
+    run_id: str = ""
+    doc_id: int = 0
+    status: DeliveryStatus = DeliveryStatus.DELIVERED
+    undo: str | None = None
+    delivered_at: str = ""
+    undone_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -244,3 +244,20 @@ def m010_texts(db: Database) -> None:
     """Extracted text small enough to keep in the database, committed in the same
     transaction as its extract step: no separate file, no extra fsyncs."""
     db.execute("CREATE TABLE texts (digest TEXT PRIMARY KEY, text TEXT NOT NULL)")
+
+
+@migrations(name="m011_deliveries")
+def m011_deliveries(db: Database) -> None:
+    """Every side effect a run had (a file written, a webhook called) with what is needed
+    to undo it, and how its undo went; a cancel asked of a live run, through the database."""
+    for statement in (
+        "CREATE TABLE deliveries (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL"
+        " REFERENCES runs(id), doc_id INTEGER NOT NULL REFERENCES documents(id),"
+        " target TEXT NOT NULL, kind TEXT NOT NULL, location TEXT NOT NULL,"
+        " sha256 TEXT NOT NULL, idempotency_key TEXT NOT NULL, receiver_id TEXT,"
+        " http_status INTEGER, delivered_at TEXT NOT NULL, status TEXT NOT NULL,"
+        " undo TEXT, undone_at TEXT, UNIQUE (run_id, doc_id, target))",
+        "CREATE INDEX deliveries_run ON deliveries(run_id, status, id)",
+        "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(statement)

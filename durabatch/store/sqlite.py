@@ -41,6 +41,7 @@ from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
 from durabatch.store.connection import connect, create_private, write_error
+from durabatch.store.deliveries import SQLiteDeliveries
 from durabatch.store.locks import RunLocks, pid_alive
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
@@ -60,11 +61,12 @@ from durabatch.store.records import (
 from durabatch.store.schema import migrations
 
 
-class SQLiteStore(SQLiteReads):
+class SQLiteStore(SQLiteReads, SQLiteDeliveries):
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         # the engine swaps in the run's own book (its --price-provider and user prices)
         self.prices = PriceBook()
+        self._targets: dict[str, bool] = {}  # run id -> has a deliver step
         if not path.exists():
             if not create:
                 raise UsageError(
@@ -229,8 +231,9 @@ class SQLiteStore(SQLiteReads):
 
     def latest_unfinished_run(self) -> Run | None:
         row = self.conn.execute(
-            "SELECT * FROM runs WHERE status != ? ORDER BY created_at DESC, id DESC LIMIT 1",
-            (RunStatus.DONE,),
+            "SELECT * FROM runs WHERE status NOT IN (?, ?) ORDER BY created_at DESC, id DESC"
+            " LIMIT 1",
+            (RunStatus.DONE, RunStatus.CANCELLED),
         ).fetchone()
         return None if row is None else queries.run_from_row(row)
 
@@ -522,7 +525,22 @@ class SQLiteStore(SQLiteReads):
             text=text,
             partials=tuple(json.loads(row[0]) for row in partials),
             recheck=step != Step.EXTRACT and not seen_here,
+            results=self.results(doc.id) if step == Step.DELIVER else {},
         )
+
+    def results(self, doc_id: int) -> dict[str, Any]:
+        """What the deliver step publishes: the outputs of the document's model steps."""
+        rows = self.conn.execute(
+            "SELECT step, output FROM steps WHERE doc_id = ? AND status = ? AND step != ?",
+            (doc_id, StepStatus.DONE, Step.DELIVER),
+        ).fetchall()
+        return {row["step"]: json.loads(row["output"]) for row in rows}
+
+    def _delivers(self, run_id: str) -> bool:
+        """Does the run end each document with a deliver step (it was given a target)?"""
+        if run_id not in self._targets:
+            self._targets[run_id] = bool(self.get_run(run_id).settings.get("deliver_to"))
+        return self._targets[run_id]
 
     def restart_document(self, owner: Owner, work: Work, sha256: str | None) -> None:
         """The file changed since its text was extracted: what was done with the old
@@ -660,7 +678,9 @@ class SQLiteStore(SQLiteReads):
                     "cache_key": result.cache_key, "cached_from": result.cached_from,
                     "saved_usd": money.text(result.saved_usd)}  # fmt: skip
             self._event(doc.run_id, "step_completed", data, doc.id, work.step)
-            following = work.step.next()
+            if result.delivery is not None:
+                self._add_delivery(doc.run_id, doc.id, result.delivery)
+            following = work.step.next(deliver=self._delivers(doc.run_id))
             if following is None:
                 self._finish(doc, None, DocStatus.DONE, None, None)
                 return None

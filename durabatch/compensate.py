@@ -1,0 +1,118 @@
+"""Undo what a run delivered: the compensating transactions of a cancelled or failed run.
+
+Model calls cannot be undone (their cost is reported as the cost of cancelled
+work); deliveries can. They are undone latest first, each one its own
+checkpoint, so a compensation stopped half way (kill -9, Ctrl-C, a receiver
+that is down) continues with the next undo when the command runs again; an
+undo made again after a crash is harmless (the file is gone already, the
+receiver answers 404).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from durabatch.config import Settings
+from durabatch.deliver import Note, make_target, owning
+from durabatch.errors import NotFinished
+from durabatch.store import Store
+from durabatch.store.records import DeliveryStatus, Owner, Run, RunStatus
+from durabatch.targets import Target
+
+OWNER_POLL_SECONDS = 0.2
+CANCELLED_BY = "cancelled by `durabatch cancel`"
+
+
+@dataclass
+class Undone:
+    withdrawn: int = 0
+    left: list[str] = field(default_factory=list)  # changed since: not ours to remove
+    failed: list[str] = field(default_factory=list)  # the receiver refused the undo
+
+
+def withdraw_all(store: Store, owner: Owner, run_id: str, settings: Settings, why: str,
+                 note: Note, stopping: threading.Event | None = None) -> Undone:  # fmt: skip
+    """Undo every delivery of the run not undone yet, latest first."""
+    undone = Undone()
+    targets: dict[str, Target] = {}
+    try:
+        for delivery in store.deliveries(run_id, status=DeliveryStatus.DELIVERED):
+            if stopping is not None and stopping.is_set():
+                raise NotFinished(f"compensation of run {run_id} stopped; {_again(run_id)}")
+            target = targets.get(delivery.target)
+            if target is None:
+                target = make_target(settings, delivery.target, Path.cwd(), stopping)
+                targets[delivery.target] = target
+            status, text = target.withdraw(delivery)
+            store.record_undo(owner, delivery, status, text, why)
+            _count(undone, status, f"{delivery.location}: {text}")
+            note(f"{status}: {delivery.location} ({text})")
+    finally:
+        for target in targets.values():
+            target.close()
+    return undone
+
+
+def _count(undone: Undone, status: DeliveryStatus, text: str) -> None:
+    if status == DeliveryStatus.WITHDRAWN:
+        undone.withdrawn += 1
+    elif status == DeliveryStatus.LEFT:
+        undone.left.append(text)
+    else:
+        undone.failed.append(text)
+
+
+def _again(run_id: str) -> str:
+    return f"`durabatch cancel {run_id} --compensate` continues where it stopped"
+
+
+def cancel(store: Store, run: Run, settings: Settings, *, compensate: bool, note: Note,
+           wait: float) -> Undone | None:  # fmt: skip
+    """Stop the run (a live owner is told through the database and drains), mark it
+    cancelled and, with ``compensate``, undo its deliveries."""
+    if run.status != RunStatus.CANCELLED:
+        store.request_cancel(run.id)
+    _wait_for_owner(store, run.id, wait, note)
+    outcome = "withdrawn, run cancelled" if compensate else "none withdrawn, run cancelled"
+    with owning(store, run.id, settings, RunStatus.CANCELLED, outcome) as owner:
+        if not compensate:
+            return None
+        return withdraw_all(store, owner, run.id, settings, "cancelled", note)
+
+
+def _wait_for_owner(store: Store, run_id: str, wait: float, note: Note) -> None:
+    owner = store.owner_of(run_id)
+    if owner is None:
+        return
+    note(f"asked pid {owner.pid} on {owner.host} to stop; waiting for it to drain")
+    deadline = time.monotonic() + wait
+    while store.owner_of(run_id) is not None:
+        if time.monotonic() > deadline:
+            raise NotFinished(
+                f"run {run_id} is still draining after {wait:g}s; it stops at its next "
+                f"checkpoint: run `durabatch cancel {run_id}` again in a moment"
+            )
+        time.sleep(OWNER_POLL_SECONDS)
+
+
+def owed(store: Store, run: Run) -> bool:
+    """A finished run with failures under --on-failure compensate, not fully withdrawn."""
+    return (
+        run.settings.get("on_failure") == "compensate"
+        and store.counts(run.id).failed > 0
+        and bool(store.deliveries(run.id, status=DeliveryStatus.DELIVERED))
+    )
+
+
+def after_failure(store: Store, run: Run, settings: Settings, note: Note,
+                  stopping: threading.Event | None = None) -> Undone:  # fmt: skip
+    """--on-failure compensate: the run ended with failed documents, so nothing it
+    delivered may stay (all or nothing)."""
+    note(f"run {run.id} ended with failed documents: withdrawing what it delivered")
+    settings = replace(settings, compensate_url=run.settings.get("compensate_url"))
+    outcome = "withdrawn, run finished with failures"
+    with owning(store, run.id, settings, RunStatus.DONE, outcome) as owner:
+        return withdraw_all(store, owner, run.id, settings, "on-failure", note, stopping)

@@ -1,0 +1,139 @@
+"""deliver: publish a finished document's result to its target, once.
+
+The same document of the same run always gives the same bytes, and so the same
+content hash and ``Idempotency-Key``: a delivery made again after a crash (the
+side effect happened, its checkpoint did not) is recognised by the receiver,
+and a folder finds its file already whole. The step's result carries what is
+needed to undo the delivery; it is committed with the step.
+
+``redeliver`` sends the results of a finished run to another target, with no
+model call, one checkpoint per document, skipping what already went there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from durabatch.config import Settings
+from durabatch.errors import DocumentError, UsageError
+from durabatch.models.retry import RetryPolicy
+from durabatch.steps.context import StepContext
+from durabatch.store import Store
+from durabatch.store.records import (
+    DocStatus,
+    Document,
+    Owner,
+    Run,
+    RunStatus,
+    Step,
+    StepResult,
+    Work,
+)
+from durabatch.targets import Target, open_target
+
+Note = Callable[[str], None]
+# how a session that only delivered or withdrew ends: not a session that processed documents
+SIDE_SESSION = "deliveries: "
+
+
+def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
+    """What is delivered for a document: deterministic, so a repeat is byte-identical."""
+    body = {"run_id": run_id, "path": doc.path, "sha256": doc.sha256,
+            "summary": results.get(Step.SUMMARIZE),
+            "entities": results.get(Step.ENTITIES, [])}  # fmt: skip
+    return (json.dumps(body, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+
+
+def idempotency_key(run_id: str, path: str, body: bytes) -> str:
+    """From run, document and content: the same delivery always gets the same key."""
+    content = hashlib.sha256(body).hexdigest()
+    return hashlib.sha256(json.dumps([run_id, path, content]).encode()).hexdigest()[:32]
+
+
+def run(work: Work, ctx: StepContext) -> StepResult:
+    """The deliver step of a run given --deliver-to; no model call."""
+    assert ctx.target is not None, "deliver needs the run's target"
+    doc = work.document
+    body = payload(doc.run_id, doc, work.results)
+    done = ctx.target.publish(doc.path, body, idempotency_key(doc.run_id, doc.path, body))
+    output = {"target": done.target, "location": done.location, "sha256": done.sha256,
+              "key": done.key, "receiver_id": done.receiver_id}  # fmt: skip
+    return StepResult(output=output, delivery=done)
+
+
+def make_target(settings: Settings, spec: str, cwd: Path,
+                stopping: threading.Event | None = None) -> Target:  # fmt: skip
+    """A target under the model calls' retry policy; a drain cuts its waits short."""
+    stop = stopping or threading.Event()
+
+    def pause(seconds: float) -> None:
+        stop.wait(seconds)
+
+    policy = RetryPolicy(max_attempts=settings.retry_attempts,
+                         max_total_seconds=settings.retry_seconds, sleep=pause,
+                         cancelled=stop.is_set)  # fmt: skip
+    timeouts = (settings.connect_timeout, settings.read_timeout)
+    return open_target(spec, cwd, policy, timeouts, settings.compensate_url)
+
+
+@contextlib.contextmanager
+def owning(store: Store, run_id: str, settings: Settings, status: RunStatus,
+           outcome: str) -> Iterator[Owner]:  # fmt: skip
+    """Own the run for work outside the engine (a re-delivery, a compensation); release
+    it as ``status`` however the work ends. A live owner refuses (exit 75)."""
+    owner = store.acquire(run_id, settings.lease_ttl)
+    try:
+        yield owner
+    finally:
+        store.release(run_id, owner, status, SIDE_SESSION + outcome)
+
+
+@dataclass
+class Tally:
+    delivered: int = 0
+    already: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+def redeliver(store: Store, run: Run, settings: Settings, spec: str, note: Note) -> Tally:
+    """Deliver every done document of a finished run to ``spec``; no model is called."""
+    if run.status != RunStatus.DONE:
+        raise UsageError(
+            f"run {run.id} is {run.status}, not finished: `durabatch resume {run.id}` first "
+            "(a cancelled run is not delivered again)"
+        )
+    tally = Tally()
+    target = make_target(settings, spec, Path.cwd())
+    try:
+        with owning(store, run.id, settings, RunStatus.DONE, "re-delivered") as owner:
+            _each(store, run, owner, target, tally, note)
+    finally:
+        target.close()
+    return tally
+
+
+def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
+          note: Note) -> None:  # fmt: skip
+    there = {d.doc_id for d in store.deliveries(run.id) if d.target == target.spec
+             and d.status == "delivered"}  # fmt: skip
+    finished = [doc for doc in store.documents(run.id) if doc.status == DocStatus.DONE]
+    for doc in finished:
+        if doc.id in there:
+            tally.already += 1
+            continue
+        body = payload(run.id, doc, store.results(doc.id))
+        try:
+            done = target.publish(doc.path, body, idempotency_key(run.id, doc.path, body))
+        except DocumentError as exc:
+            tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})
+            note(f"not delivered: {doc.path}: {exc.message}")
+            continue
+        store.record_delivery(owner, run.id, doc.id, done)
+        tally.delivered += 1

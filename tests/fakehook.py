@@ -1,0 +1,142 @@
+"""A real webhook receiver on 127.0.0.1 that records what it receives, for delivery tests.
+
+    with FakeHook() as hook:
+        hook.script("POST", status(500), status(500))     # the next two POSTs fail
+        hook.hold("notes_01")                            # POSTs of that document get no reply
+        ...  # deliver to hook.url; read hook.requests and hook.stored afterwards
+
+By default it behaves like an idempotent receiver: a POST with a new
+``Idempotency-Key`` is stored and answered 201 ``{"id": ...}``; a key it has seen
+is answered 409 with the same id; ``DELETE /ID`` removes the item (404 when it is
+not there). Each request is recorded (method, path, headers, JSON body) the
+moment it arrives, before any reply, so a test can kill the client mid-call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict[str, Any] | str | None = None
+    delay: float = 0.0
+
+
+def status(code: int, message: str = "", delay: float = 0.0) -> Reply:
+    return Reply(code, {"error": message or f"scripted {code}"}, delay)
+
+
+@dataclass
+class FakeHook:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> body
+    keys: dict[str, str] = field(default_factory=dict)  # Idempotency-Key -> id
+    held: list[str] = field(default_factory=list)  # POSTs whose body mentions these hang
+    _scripts: dict[str, deque[Reply]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closing: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> FakeHook:
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                hook._serve(self, "POST")
+
+            def do_DELETE(self) -> None:
+                hook._serve(self, "DELETE")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def script(self, method: str, *replies: Reply) -> None:
+        with self._lock:
+            self._scripts.setdefault(method, deque()).extend(replies)
+
+    def hold(self, text: str) -> None:
+        """Requests whose body or path holds ``text`` are recorded (and acted on), then
+        get no reply until the receiver closes (the client times out or is killed)."""
+        self.held.append(text)
+
+    def release(self) -> None:
+        self.held.clear()
+
+    def posts(self, text: str = "") -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "POST" and text in r["raw"]]
+
+    def deletes(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == "DELETE"]
+
+    # -- serving ------------------------------------------------------------------------
+
+    def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length).decode("utf-8", "replace") if length else ""
+        request = {"method": method, "path": handler.path, "raw": raw,
+                   "key": handler.headers.get("Idempotency-Key"),
+                   "json": json.loads(raw) if raw else None}  # fmt: skip
+        with self._lock:
+            self.requests.append(request)
+            scripted = self._scripts.get(method)
+            reply = scripted.popleft() if scripted else None
+        if reply is None:
+            reply = self._post(request) if method == "POST" else self._delete(request)
+        held = any(text in raw + handler.path for text in self.held)
+        if held or reply.delay:
+            self._closing.wait(None if held else reply.delay)
+        with contextlib.suppress(OSError):  # the client is gone (killed, or gave up)
+            self._send(handler, reply)
+
+    def _post(self, request: dict[str, Any]) -> Reply:
+        key = request["key"] or ""
+        with self._lock:
+            if key in self.keys:
+                return Reply(409, {"id": self.keys[key], "error": "already have it"})
+            item = f"item-{len(self.keys) + 1}"
+            self.keys[key] = item
+            self.stored[item] = request["json"]
+        return Reply(201, {"id": item})
+
+    def _delete(self, request: dict[str, Any]) -> Reply:
+        item = request["path"].rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            if self.stored.pop(item, None) is None:
+                return Reply(404, {"error": "no such item"})
+        return Reply(204)
+
+    def _send(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        body = b""
+        if isinstance(reply.body, dict):
+            body = json.dumps(reply.body).encode()
+        elif isinstance(reply.body, str):
+            body = reply.body.encode()
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
