@@ -127,8 +127,10 @@ def spend(
         "document": ("d.path,", "GROUP BY c.doc_id ORDER BY SUM(c.cost_pico) DESC, d.seq"),
     }
     columns, grouping = groups[by]
+    # only the grouping by document needs its path: the others read one covering index
+    joined = " LEFT JOIN documents d ON d.id = c.doc_id" if by == "document" else ""
     sql = (
-        f"SELECT {columns} {SPEND} FROM model_calls c LEFT JOIN documents d ON d.id = c.doc_id"
+        f"SELECT {columns} {SPEND} FROM model_calls c{joined}"
         f" WHERE c.run_id = ? {where} {grouping}" + (f" LIMIT {int(limit)}" if limit else "")
     )
     rows = []
