@@ -142,3 +142,32 @@ def test_compact_refuses_a_run_a_live_process_owns(ws: Workspace) -> None:
     assert len(ws.events()) >= count and ws.events()[0].type == "run_created"
     proc.popen.send_signal(signal.SIGTERM)
     assert proc.wait() == NOT_FINISHED, proc.describe()
+
+
+def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> None:
+    """Every statement `status RUN` and the claim of `resume` run is planned on an index
+    (EXPLAIN QUERY PLAN shows no SCAN of a table): their cost follows what they return,
+    not the size of the run."""
+    from durabatch import reports
+
+    ran = ws.cli("run", standard_inputs(ws.root, slow_mb=0.1, last_mb=0))
+    assert ran.popen.returncode in (0, FAILED), ran.describe()
+    (run_id,) = ws.run_ids()
+    store = open_store(str(ws.db), create=False)
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+    try:
+        reports.run_summary(store, store.get_run(run_id))
+        store.pending_documents(run_id, 4)  # type: ignore[attr-defined]
+        store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        scans = {}
+        for sql in {s for s in seen if s.lstrip().upper().startswith("SELECT")}:
+            plan = store.conn.execute(  # type: ignore[attr-defined]
+                f"EXPLAIN QUERY PLAN {sql}"
+            ).fetchall()
+            found = [row[3] for row in plan if row[3].startswith("SCAN ")]
+            if found:
+                scans[sql] = found
+    finally:
+        store.close()
+    assert seen and scans == {}
