@@ -540,6 +540,35 @@ def verify(run_id: RunArg, db: DbOpt = None, json_: JsonOpt = False) -> None:
 
 
 @app.command()
+def compact(
+    run_id: RunArg,
+    db: DbOpt = None,
+    vacuum: Annotated[
+        bool, typer.Option("--vacuum", help="Give the freed space back to the disk.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Fold a run's events into one snapshot event; `verify` still holds afterwards.
+
+    Refused (exit 75) while a live process works on the run.
+    Example: durabatch compact 20261126T173512-ab12 --vacuum
+    """
+    with _user_errors():
+        store = _store(_settings(db=db))
+        done = store.compact(run_id, vacuum=vacuum)
+    if json_:
+        print(json.dumps(asdict(done)))
+    elif done.folded:
+        print(
+            f"run {run_id}: {done.folded} events folded into snapshot event {done.snapshot_seq};"
+            f" database {done.bytes_before / 1e6:.1f} MB -> {done.bytes_after / 1e6:.1f} MB"
+            + ("" if vacuum else " (its freed pages are reused; --vacuum returns them)")
+        )
+    else:
+        print(f"run {run_id}: nothing to compact ({done.events_before} event)")
+
+
+@app.command()
 def export(
     run_id: RunArg,
     db: DbOpt = None,

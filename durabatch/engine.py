@@ -10,6 +10,10 @@ for many steps (group commit). Workers never touch the database, so a step's
 outcome is durable before the next step of that document starts, and a step
 that committed is never handed out again.
 
+Discovery streams: the folder walk adds documents in small batches between turns
+of the loop, so the first step starts after the first batch, not after the last
+file of a folder of 100,000 was found.
+
 A drain (first SIGINT/SIGTERM) stops claiming, gives in-flight steps
 ``grace`` seconds to commit, abandons the rest (they run again on resume),
 and marks the run interrupted; a second signal leaves at once. Either way the
@@ -49,6 +53,7 @@ from durabatch.store.records import (
     CachedStep,
     Counts,
     DocStatus,
+    NewDocument,
     Owner,
     Run,
     RunStatus,
@@ -64,6 +69,7 @@ DISCOVERY_BATCH = 500
 # Python's default 5 ms switch interval to get it back, per commit. bench/overhead.py
 # measured a shorter interval about 20% faster at the default concurrency.
 SWITCH_SECONDS = 0.001
+DISCOVERY_SLICE = 0.05  # seconds of walking before the loop commits what came back
 SECOND_SIGNAL_NOTE = "second signal: stopping now; resume picks up from the last commit"
 POLL_SECONDS = 0.2
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
@@ -173,10 +179,9 @@ class Engine:
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
         try:
             self.observer.started(run, self.store.counts(run.id))
-            if not run.discovered:
-                self._discover(run, owner)
+            found = None if run.discovered else self._walk(run)
             if not self.draining.is_set():
-                self._loop(run, owner)
+                self._loop(run, owner, found)
         except (HaltError, NotFinished) as exc:
             self._stop_with(exc)
             raise
@@ -221,23 +226,29 @@ class Engine:
 
     # -- discovery -------------------------------------------------------------
 
-    def _discover(self, run: Run, owner: Owner) -> None:
-        found = discovery.discover(
+    def _walk(self, run: Run) -> Iterator[NewDocument]:
+        return discovery.discover(
             run.inputs,
             Path(run.settings["cwd"]),
             include=run.settings.get("include", []),
             exclude=run.settings.get("exclude", []),
             ignore=self.store.own_files(),
         )
-        batch = []
+
+    def _discover(self, run: Run, found: Iterator[NewDocument]) -> bool:
+        """Add the next batch of found documents; True once the walk is over.
+
+        A batch ends at ``DISCOVERY_BATCH`` documents or ``DISCOVERY_SLICE`` seconds, so
+        the loop claims and commits steps between batches: work starts after the first
+        batch, not after the last. A drain ends the batch at once; the run is then not
+        marked discovered, and resume walks again, adding only what is new."""
+        batch: list[NewDocument] = []
+        ends = time.monotonic() + DISCOVERY_SLICE
         for doc in found:
             batch.append(doc)
-            if len(batch) >= DISCOVERY_BATCH or self._stopping():
+            if len(batch) >= DISCOVERY_BATCH or time.monotonic() > ends or self._stopping():
                 self.store.add_documents(run.id, batch)
-                batch = []
-                self._beat(run, owner)
-                if self._stopping():
-                    return  # resume walks again and adds only what is new
+                return False
         self.store.add_documents(run.id, batch)
         self.store.finish_discovery(run.id)
         total = self.store.counts(run.id).total
@@ -247,10 +258,13 @@ class Engine:
                 f"no documents found under {', '.join(run.inputs)}; check the paths and "
                 "the --include/--exclude globs (they match the path or the file name)"
             )
+        return True
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, run: Run, owner: Owner) -> None:
+    def _loop(self, run: Run, owner: Owner, found: Iterator[NewDocument] | None) -> None:
+        """Claim, hand out, commit; while ``found`` (the walk) lasts, one batch of
+        discovery per turn, and no waiting for results that have not come yet."""
         context = StepContext(
             self.settings, self.provider, self.store.artifacts, self.parsers, _unbound,
             target=self._open_target(run),
@@ -258,10 +272,13 @@ class Engine:
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
         while not self._stopping():
+            if found is not None and self._discover(run, found):
+                found = None
             self._commit(owner, run)
-            if not self._inflight:
+            if not self._inflight and found is None:
                 return
-            self._collect(owner)
+            if found is None or not self._results.empty():
+                self._collect(owner)
             self._beat(run, owner)
 
     def _commit(self, owner: Owner, run: Run | None = None) -> None:

@@ -3,6 +3,11 @@
 Each event type is one small function that changes a plain-dict state, the
 same change its transaction made to the tables. ``durabatch verify`` replays
 the events and compares the result with the tables, field by field.
+
+``durabatch compact`` folds a run's events into one ``snapshot`` event that
+carries the state they establish (``snapshot_data``); replaying it restores
+that state exactly, anomalies included, so compaction never changes what
+``verify`` says.
 """
 
 from __future__ import annotations
@@ -35,6 +40,39 @@ def replay(events: Iterable[Event]) -> State:
             raise ValueError(f"event {event.seq} has unknown type {event.type!r}")
         handler(state, event)
     return state
+
+
+DOLLARS = ("cost_usd", "saved_usd")
+
+
+def snapshot_data(state: State, folded: int) -> dict[str, Any]:
+    """The state as JSON: what a ``snapshot`` event carries in place of ``folded`` events."""
+
+    def step(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: money.text(v) if k in DOLLARS else v for k, v in fields.items()}
+
+    return {
+        "folded": folded,
+        "run": state.run,
+        "documents": [[doc_id, doc] for doc_id, doc in state.documents.items()],
+        "steps": [[doc_id, name, step(f)] for (doc_id, name), f in state.steps.items()],
+        "partials": [[*key, output] for key, output in state.partials.items()],
+        "deliveries": [[delivery_id, d] for delivery_id, d in state.deliveries.items()],
+        "anomalies": state.anomalies,
+    }
+
+
+def _snapshot(state: State, event: Event) -> None:
+    data = event.data
+    state.run = dict(data["run"])
+    state.documents = {doc_id: dict(doc) for doc_id, doc in data["documents"]}
+    state.steps = {
+        (doc_id, name): {k: money.parse(v) if k in DOLLARS else v for k, v in fields.items()}
+        for doc_id, name, fields in data["steps"]
+    }
+    state.partials = {(doc_id, name, idx): out for doc_id, name, idx, out in data["partials"]}
+    state.deliveries = {delivery_id: dict(d) for delivery_id, d in data["deliveries"]}
+    state.anomalies = list(data["anomalies"])
 
 
 def _run_created(state: State, event: Event) -> None:
@@ -195,6 +233,7 @@ _HANDLERS: dict[str, Callable[[State, Event], None]] = {
     "delivered": _delivered,
     "delivery_undone": _delivery_undone,
     "cancel_requested": _cancel_requested,
+    "snapshot": _snapshot,
     "run_created": _run_created,
     "document_discovered": _discovered,
     "discovery_finished": _discovery_finished,

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from durabatch.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "resume", "status", "cost", "events", "verify", "export", "cancel", "deliver"]
+COMMANDS = ["run", "resume", "status", "cost", "events", "verify", "export", "cancel", "deliver",
+            "compact"]  # fmt: skip
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -52,6 +53,13 @@ def test_top_level_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in COMMANDS:
         assert command in result.stdout
+
+
+def test_compact_of_an_unknown_run_is_a_usage_error(sample_docs: Path) -> None:
+    assert invoke("run", str(sample_docs)).exit_code == 1
+    result = invoke("compact", "no-such-run")
+    assert result.exit_code == 2
+    assert "no run 'no-such-run'" in result.stderr and "Traceback" not in result.output
 
 
 def test_run_sample_docs_prints_run_id_first_and_the_broken_files_reason(

@@ -230,3 +230,16 @@ class Counts:
     @property
     def unfinished(self) -> int:
         return self.pending + self.running
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What ``compact`` did: ``folded`` events became the one ``snapshot`` event."""
+
+    run_id: str
+    folded: int
+    events_before: int
+    events_after: int
+    snapshot_seq: int | None
+    bytes_before: int
+    bytes_after: int

@@ -7,6 +7,12 @@ from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("durabatch")
 
+# the guard m001 created; `compact` lifts it for one transaction and puts it back as is
+EVENTS_NO_DELETE = (
+    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events\n"
+    "            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+)
+
 
 @migrations(name="m001_initial")
 def m001_initial(db: Database) -> None:
@@ -259,5 +265,20 @@ def m011_deliveries(db: Database) -> None:
         " undo TEXT, undone_at TEXT, UNIQUE (run_id, doc_id, target))",
         "CREATE INDEX deliveries_run ON deliveries(run_id, status, id)",
         "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(statement)
+
+
+@migrations(name="m012_status_indexes")
+def m012_status_indexes(db: Database) -> None:
+    """`status` of a run of 100,000 documents reads indexes, not rows: step states are
+    counted from an index (not from rows that carry outputs), spend is summed from an
+    index holding every column it adds up, and failures are found by a partial index
+    of the documents that have a reason. (Checked with EXPLAIN QUERY PLAN.)"""
+    for statement in (
+        "CREATE INDEX steps_state ON steps(doc_id, step, status)",
+        "CREATE INDEX model_calls_spend ON model_calls(run_id, provider, model, kept,"
+        " input_tokens, output_tokens, cost_pico, error)",
+        "CREATE INDEX documents_reason ON documents(run_id, seq) WHERE reason IS NOT NULL",
     ):
         db.execute(statement)

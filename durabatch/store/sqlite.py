@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from durabatch import events as history  # a module: events imports the store's records
 from durabatch import money
 from durabatch.artifacts import ArtifactStore
 from durabatch.budget import PaidCall
@@ -46,6 +47,7 @@ from durabatch.store.locks import RunLocks, pid_alive
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
     CachedStep,
+    Compaction,
     DocStatus,
     Document,
     NewDocument,
@@ -58,7 +60,7 @@ from durabatch.store.records import (
     StepStatus,
     Work,
 )
-from durabatch.store.schema import migrations
+from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
 
 class SQLiteStore(SQLiteReads, SQLiteDeliveries):
@@ -276,6 +278,67 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 "SELECT COUNT(*) FROM documents WHERE run_id = ?", (run_id,)
             ).fetchone()
             self._event(run_id, "discovery_finished", {"total": total})
+
+    # -- compaction ----------------------------------------------------------
+
+    def compact(self, run_id: str, *, vacuum: bool = False) -> Compaction:
+        """Fold every event of a run into one ``snapshot`` event carrying the state they
+        establish, in one transaction; the snapshot takes the last folded event's seq, so
+        ``events --after`` cursors stay valid. Refused (exit 75) while a live process owns
+        the run: the run lock is held throughout, so no resume can start meanwhile.
+        ``vacuum`` gives the freed pages back to the disk (it rewrites the whole file)."""
+        self.get_run(run_id)
+        before = self._file_bytes()
+        if not self.locks.take(run_id):
+            self._refuse_compaction(run_id)
+        try:
+            if self.owner_of(run_id) is not None:  # a lease another machine still renews
+                self._refuse_compaction(run_id)
+            with self._tx():
+                count, last = self.conn.execute(
+                    "SELECT COUNT(*), MAX(seq) FROM events WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                if count > 1:
+                    self._fold(run_id, count, last)
+        finally:
+            self.locks.drop(run_id)
+        if vacuum:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        folded = count if count > 1 else 0
+        return Compaction(run_id, folded, count, count - folded + (1 if folded else 0),
+                          last if folded else None, before, self._file_bytes())  # fmt: skip
+
+    def _fold(self, run_id: str, count: int, last: int) -> None:
+        state = history.replay(self.events(run_id))
+        row = self.conn.execute("SELECT at FROM events WHERE seq = ?", (last,)).fetchone()
+        # the only deletion the history allows: the guard is lifted inside this transaction
+        # alone, so a crash midway leaves the events (and the guard) as they were
+        self.conn.execute("DROP TRIGGER events_no_delete")
+        self.conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+        self.conn.execute(EVENTS_NO_DELETE)
+        self.conn.execute(
+            "INSERT INTO events (seq, run_id, at, type, doc_id, step, data)"
+            " VALUES (?, ?, ?, 'snapshot', NULL, NULL, ?)",
+            (last, run_id, row["at"],
+             json.dumps(history.snapshot_data(state, count), ensure_ascii=False)),
+        )  # fmt: skip
+
+    def _refuse_compaction(self, run_id: str) -> None:
+        try:
+            self._refuse(run_id)
+        except RunOwnedError as owned:
+            owned.message = (
+                f"cannot compact run {run_id} while it is processed by "
+                f"{'pid ' + str(owned.pid) if owned.pid else 'another process'} on "
+                f"{owned.host} (since {owned.since}); compact it after that process has "
+                "finished or stopped"
+            )
+            raise
+
+    def _file_bytes(self) -> int:
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
 
     # -- ownership ----------------------------------------------------------
 

@@ -1,0 +1,173 @@
+"""Large runs: discovery streams into the work, and `compact` folds the event history.
+
+Real `durabatch` subprocesses on real SQLite files, watched from outside read-only. No
+timing is asserted (the figures are bench/scale.py's job): only the order of events and
+that every document ends exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from crashkit import (
+    NOT_FINISHED,
+    Event,
+    EventLog,
+    Workspace,
+    completed_more_than_once,
+    of_type,
+    query,
+    signal_when,
+    slow_html,
+    standard_inputs,
+)
+
+from durabatch.events import State, replay
+from durabatch.store import open_store
+
+# enough files that the walk lasts several discovery batches (of at most 500, or 50 ms)
+MANY = 2_000
+FAILED = 1  # exit code: finished, some documents failed (the broken sample PDF)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path)
+    yield workspace
+    workspace.cleanup()
+
+
+def many_notes(root: Path, count: int = MANY) -> str:
+    folder = root / "many"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"n{i:05d}.txt").write_text(f"Note {i}: Alice Morgan met the board.\n")
+    return "many"
+
+
+def _every_document_done_once(ws: Workspace, run_id: str, count: int) -> None:
+    events = ws.events()
+    discovered = Counter(e.data["path"] for e in of_type(events, "document_discovered"))
+    assert len(discovered) == count and set(discovered.values()) == {1}
+    assert completed_more_than_once(events) == {}
+    assert len(of_type(events, "step_completed")) == 3 * count
+    assert len(of_type(events, "discovery_finished")) == 1
+    assert ws.status(run_id)["documents"]["done"] == count
+    assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
+    ws: Workspace,
+) -> None:
+    """The first step is claimed (committed with its event) while the walk is still
+    finding files; a kill -9 then leaves the run undiscovered, and resume walks again,
+    adds only what is new, and finishes every document exactly once."""
+    inputs = many_notes(ws.root)
+    proc = ws.spawn("run", inputs)
+    log = EventLog(ws.db)
+
+    def walking_after_the_first_step(events: list[Event]) -> bool:
+        started = of_type(events, "step_started")
+        return bool(started and of_type(events, "document_discovered", after=started[0].seq))
+
+    signal_when(proc, log, walking_after_the_first_step)
+    proc.wait()
+    assert not of_type(ws.events(), "discovery_finished"), "the walk was over before"
+    (run_id,) = ws.run_ids()
+    assert query(ws.db, "SELECT discovered FROM runs")[0][0] == 0
+    resumed = ws.cli("resume", run_id, timeout=110)
+    assert resumed.popen.returncode == 0, resumed.describe()
+    _every_document_done_once(ws, run_id, MANY)
+
+
+def _replayed(ws: Workspace, run_id: str) -> State:
+    store = open_store(str(ws.db), create=False)
+    try:
+        return replay(store.events(run_id))
+    finally:
+        store.close()
+
+
+def test_compact_folds_the_events_and_verify_still_holds(ws: Workspace) -> None:
+    inputs = standard_inputs(ws.root, slow_mb=0.2, last_mb=0)
+    proc = ws.spawn("run", inputs, "--concurrency", "1")
+    signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "step_completed")) >= 6)
+    proc.wait()
+    (run_id,) = ws.run_ids()
+    # an interrupted run is compacted, then resumed on top of its snapshot
+    first = ws.cli("compact", run_id)
+    assert first.popen.returncode == 0, first.describe()
+    assert [e.type for e in ws.events()] == ["snapshot"]
+    assert ws.verify(run_id).popen.returncode == 0
+    resumed = ws.cli("resume", run_id)
+    assert resumed.popen.returncode == FAILED, resumed.describe()
+    before = _replayed(ws, run_id)
+    count = len(ws.events())
+    compacted = ws.cli("compact", run_id, "--vacuum", "--json")
+    assert compacted.popen.returncode == 0, compacted.describe()
+    assert f'"folded": {count}' in compacted.stdout
+    events = ws.events()
+    assert [e.type for e in events] == ["snapshot"] and count > 1
+    assert events[0].seq == max(e.seq for e in EventLog(ws.db).refresh())
+    after = _replayed(ws, run_id)
+    assert (after.run, after.documents, after.steps, after.partials, after.anomalies) == (
+        before.run, before.documents, before.steps, before.partials, before.anomalies
+    )  # fmt: skip
+    checked = ws.verify(run_id)
+    assert checked.popen.returncode == 0, checked.describe()
+    assert "matches the tables" in checked.stdout
+    # the history is still append-only outside compaction
+    again = ws.cli("compact", run_id)
+    assert again.popen.returncode == 0 and "nothing to compact" in again.stdout
+
+
+def test_compact_refuses_a_run_a_live_process_owns(ws: Workspace) -> None:
+    folder = ws.root / "in"
+    folder.mkdir()
+    (folder / "a_slow.html").write_text(slow_html(3, "Alice Morgan met the board."))
+    proc = ws.spawn("run", "in", "--concurrency", "1")
+    signal_when(proc, EventLog(ws.db), lambda e: bool(of_type(e, "step_started")), sig=0)
+    (run_id,) = ws.run_ids()
+    count = len(ws.events())
+    refused = ws.cli("compact", run_id)
+    assert refused.popen.returncode == NOT_FINISHED, refused.describe()
+    assert f"cannot compact run {run_id} while it is processed by pid {proc.pid}" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert len(ws.events()) >= count and ws.events()[0].type == "run_created"
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait() == NOT_FINISHED, proc.describe()
+
+
+def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> None:
+    """Every statement `status RUN` and the claim of `resume` run is planned on an index
+    (EXPLAIN QUERY PLAN shows no SCAN of a table): their cost follows what they return,
+    not the size of the run."""
+    from durabatch import reports
+
+    ran = ws.cli("run", standard_inputs(ws.root, slow_mb=0.1, last_mb=0))
+    assert ran.popen.returncode in (0, FAILED), ran.describe()
+    (run_id,) = ws.run_ids()
+    store = open_store(str(ws.db), create=False)
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+    try:
+        reports.run_summary(store, store.get_run(run_id))
+        store.pending_documents(run_id, 4)  # type: ignore[attr-defined]
+        store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        scans = {}
+        for sql in {s for s in seen if s.lstrip().upper().startswith("SELECT")}:
+            plan = store.conn.execute(  # type: ignore[attr-defined]
+                f"EXPLAIN QUERY PLAN {sql}"
+            ).fetchall()
+            found = [row[3] for row in plan if row[3].startswith("SCAN ")]
+            if found:
+                scans[sql] = found
+    finally:
+        store.close()
+    assert seen and scans == {}
