@@ -145,9 +145,9 @@ def test_compact_refuses_a_run_a_live_process_owns(ws: Workspace) -> None:
 
 
 def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> None:
-    """Every statement `status RUN` and the claim of `resume` run is planned on an index
-    (EXPLAIN QUERY PLAN shows no SCAN of a table): their cost follows what they return,
-    not the size of the run."""
+    """Every statement `status RUN`, the claim of `resume` and the cache lookups run is
+    planned on an index (EXPLAIN QUERY PLAN shows no SCAN of a table): their cost follows
+    what they return, not the size of the run."""
     from durabatch import reports
 
     ran = ws.cli("run", standard_inputs(ws.root, slow_mb=0.1, last_mb=0))
@@ -159,6 +159,10 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
     try:
         reports.run_summary(store, store.get_run(run_id))
         store.pending_documents(run_id, 4)  # type: ignore[attr-defined]
+        # a re-run over the same files answers every step from the cache
+        (key,) = query(ws.db, "SELECT cache_key FROM steps WHERE step = 'summarize' LIMIT 1")[0]
+        assert store.cached_step(key) is not None
+        store.cached_extraction(key)
         store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
         scans = {}
         for sql in {s for s in seen if s.lstrip().upper().startswith("SELECT")}:

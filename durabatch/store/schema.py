@@ -282,3 +282,10 @@ def m012_status_indexes(db: Database) -> None:
         "CREATE INDEX documents_reason ON documents(run_id, seq) WHERE reason IS NOT NULL",
     ):
         db.execute(statement)
+
+
+@migrations(name="m013_call_lookup")
+def m013_call_lookup(db: Database) -> None:
+    """A step answered from the cache reports what the original answer cost: its calls
+    are found by step, not by reading every call of the database."""
+    db.execute("CREATE INDEX model_calls_step ON model_calls(doc_id, step)")

@@ -77,6 +77,9 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 )
             create_private(path)
         self._batched = False
+        # (doc_id, step) that may have calls written down in ``reservations`` by this
+        # session; a step that made none skips looking for lost calls when it commits
+        self._noted: set[tuple[int, str]] = set()
         self.files = path.parent / (path.name + ".d")
         # extracted text is the user's data: private like the database
         self.files.mkdir(mode=0o700, exist_ok=True)
@@ -492,6 +495,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
 
     def _note_call(self, work: Work, call: PaidCall, amount: Decimal | None) -> None:
         doc = work.document
+        self._noted.add((doc.id, work.step))
         self.conn.execute(
             "INSERT INTO reservations (run_id, doc_id, step, amount_pico, at, provider, host,"
             " model, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -655,10 +659,28 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
 
     def _record(self, run_id: str, doc_id: int, step: str, attempt: int,
                 returned: Sequence[CallRecord], kept: bool) -> dict[str, Any]:  # fmt: skip
+        tokens, spent = self._insert_calls(run_id, doc_id, step, attempt, returned, kept)
+        self.conn.execute(
+            "UPDATE steps SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,"
+            " cost_pico = COALESCE(cost_pico, 0) + ?, unpriced_calls = unpriced_calls + ?"
+            " WHERE doc_id = ? AND step = ?",
+            (tokens["input_tokens"], tokens["output_tokens"], spent,
+             tokens["unpriced_calls"], doc_id, step),
+        )  # fmt: skip
+        return {**tokens, "cost_usd": money.text(from_pico(spent))}
+
+    def _insert_calls(self, run_id: str, doc_id: int, step: str, attempt: int,
+                      returned: Sequence[CallRecord], kept: bool,
+                      mine: bool = False) -> tuple[dict[str, int], int]:  # fmt: skip
+        """One row per model call, and the calls lost in flight; their tokens and dollars.
+
+        ``mine``: the step ran in this session, so only calls it noted can be lost."""
         tokens = {"input_tokens": 0, "output_tokens": 0, "unpriced_calls": 0}
         spent = 0
         # the step's real costs replace its reservations in this same transaction
-        calls = [*returned, *self._lost_calls(doc_id, step, len(returned))]
+        noted = not mine or (doc_id, step) in self._noted
+        lost = self._lost_calls(doc_id, step, len(returned)) if noted else []
+        calls = [*returned, *lost]
         for call in calls:
             price = self.prices.price(call.provider, call.host, call.model)
             exact = (
@@ -684,19 +706,13 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 tokens["unpriced_calls"] += 1
             else:
                 spent += cost
-        self.conn.execute(
-            "UPDATE steps SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?,"
-            " cost_pico = COALESCE(cost_pico, 0) + ?, unpriced_calls = unpriced_calls + ?"
-            " WHERE doc_id = ? AND step = ?",
-            (tokens["input_tokens"], tokens["output_tokens"], spent,
-             tokens["unpriced_calls"], doc_id, step),
-        )  # fmt: skip
-        return {**tokens, "cost_usd": money.text(from_pico(spent))}
+        return tokens, spent
 
     def _lost_calls(self, doc_id: int, step: str, returned: int) -> list[CallRecord]:
         """Calls written down before they were made whose answer never came back (the
         process died, or a drain gave up on them): they may have been paid, so they are
         kept as failed attempts, with the prompt's estimated tokens and no output."""
+        self._noted.discard((doc_id, step))
         noted = self.conn.execute(
             "SELECT provider, host, model, input_tokens, at FROM reservations"
             " WHERE doc_id = ? AND step = ? ORDER BY id",
@@ -717,14 +733,21 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         """Commit a step's result; claim the next step (or leave it pending), or finish."""
         doc = work.document
         with self._tx():
-            cost = self._record_calls(work, result.calls, kept=True)
+            tokens, spent = self._insert_calls(doc.run_id, doc.id, work.step, work.attempt,
+                                               result.calls, kept=True, mine=True)  # fmt: skip
+            cost = {**tokens, "cost_usd": money.text(from_pico(spent))}
+            # the step's spend is added in the same statement that marks it done
             cursor = self.conn.execute(
                 "UPDATE steps SET status = ?, output = ?, artifact = ?, completed_at = ?,"
-                " cache_key = ?, cached_from = ?, saved_pico = ?"
+                " cache_key = ?, cached_from = ?, saved_pico = ?, input_tokens = input_tokens + ?,"
+                " output_tokens = output_tokens + ?, cost_pico = COALESCE(cost_pico, 0) + ?,"
+                " unpriced_calls = unpriced_calls + ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
                 (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
                  now_iso(), result.cache_key, result.cached_from, to_pico(result.saved_usd),
-                 doc.id, work.step, StepStatus.RUNNING, owner.session_id),
+                 tokens["input_tokens"], tokens["output_tokens"], spent,
+                 tokens["unpriced_calls"], doc.id, work.step, StepStatus.RUNNING,
+                 owner.session_id),
             )  # fmt: skip
             self._changed(cursor, f"completing {work.step} of {doc.path}")
             if result.sha256 is not None:
