@@ -78,6 +78,8 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.ENTITIES: entities.run,
     Step.DELIVER: deliver.run,
 }
+# only model steps are answered from the cache; deliver must happen in each run
+CACHEABLE = (Step.SUMMARIZE, Step.ENTITIES)
 CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
 
 
@@ -326,8 +328,9 @@ class Engine:
         self._handle(owner, _Finished(work, result=_from_cache(key, hit)))
 
     def _cache_key(self, work: Work) -> str | None:
-        """What a model step's answer depends on, hashed; None for extract."""
-        if work.step == Step.EXTRACT or not work.document.sha256:
+        """What a model step's answer depends on, hashed; None for any other step: extract
+        has its own cache, and a delivery is a side effect, never an answer to reuse."""
+        if work.step not in CACHEABLE or not work.document.sha256:
             return None
         model = self.settings.model_for(work.step)
         inputs = [work.document.sha256, work.step, self.provider.name,

@@ -302,3 +302,24 @@ def test_usage_errors_say_what_to_do(ws: Workspace, args: tuple[str, ...], words
     proc = ws.cli(*args)
     assert proc.popen.returncode == 2, proc.describe()
     assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- defects found in review ------------------------------------------------------------
+
+
+def test_a_second_run_over_the_same_files_delivers_again(ws: Workspace, hook: FakeHook) -> None:
+    """The cache answers model steps only: a delivery is a side effect of each run."""
+    for folder in ("out1", "out2"):
+        proc = ws.cli("run", "in", "--deliver-to", folder)
+        assert proc.popen.returncode == FAILED, proc.describe()
+        assert len(files_under(ws.root / folder)) == DONE
+    first = ws.cli("run", "in", "--deliver-to", hook.url)
+    assert first.popen.returncode == FAILED, first.describe()
+    assert len(hook.posts()) == DONE
+    second = ws.cli("run", "in", "--deliver-to", hook.url)
+    assert second.popen.returncode == FAILED, second.describe()
+    assert len(hook.posts()) == 2 * DONE and len(hook.stored) == 2 * DONE
+    cached = query(ws.db, "SELECT COUNT(*) FROM steps WHERE step = 'deliver'"
+                   " AND (cached_from IS NOT NULL OR cache_key IS NOT NULL)")  # fmt: skip
+    assert cached[0][0] == 0
+    assert_verified(ws, run_id_of(second))
