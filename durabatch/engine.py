@@ -52,6 +52,7 @@ from durabatch.store import Store
 from durabatch.store.records import (
     CachedStep,
     Counts,
+    Delivered,
     DocStatus,
     NewDocument,
     Owner,
@@ -139,7 +140,19 @@ class _Lookup:
     step: bool = False
 
 
-Message = _Finished | _Partial | _Reserve | _Lookup
+@dataclass(frozen=True)
+class _Intent:
+    """A worker asks the writer to write a delivery down (``delivering``) before it is
+    sent or written, so that no side effect can happen without a record to undo it; in a
+    drain the writer refuses (Cancelled) and nothing is sent."""
+
+    work: Work
+    planned: Delivered
+    done: threading.Event
+    refused: list[BaseException]
+
+
+Message = _Finished | _Partial | _Reserve | _Lookup | _Intent
 
 
 class Engine:
@@ -179,6 +192,9 @@ class Engine:
         A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
         signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
+        if self.store.cancel_requested(run.id):  # cancelled while nobody owned it
+            self._cancelled = True
+            self.drain(compensate.CANCELLED_BY)
         try:
             self.observer.started(run, self.store.counts(run.id))
             found = None if run.discovered else self._walk(run)
@@ -192,7 +208,9 @@ class Engine:
         if self._stopped_by is not None:
             raise self._stopped_by
         counts = self.store.counts(run.id)
-        if status != RunStatus.DONE:
+        if status == RunStatus.CANCELLED:
+            code = ExitCode.CANCELLED
+        elif status != RunStatus.DONE:
             code = ExitCode.NOT_FINISHED
         else:
             code = ExitCode.FAILED_DOCUMENTS if counts.failed else ExitCode.OK
@@ -365,6 +383,17 @@ class Engine:
             finally:
                 message.done.set()
             return
+        if isinstance(message, _Intent):
+            try:
+                if self.draining.is_set():
+                    raise Cancelled("the run is stopping: the delivery was not started")
+                doc = work.document
+                self.store.intend_delivery(owner, doc.run_id, doc.id, message.planned, work)
+            except (Cancelled, HaltError, NotFinished) as exc:
+                message.refused.append(exc)
+            finally:
+                message.done.set()
+            return
         if isinstance(message, _Lookup):
             find = self.store.cached_step if message.step else self.store.cached_extraction
             hit = find(message.key)
@@ -422,6 +451,7 @@ class Engine:
         while True:
             work = self._tasks.get()
             own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
+                          intend=functools.partial(self._intend, work),
                           reuse=None if self.settings.no_cache else
                           functools.partial(self._lookup, work))  # fmt: skip
             guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
@@ -464,6 +494,13 @@ class Engine:
                 "[prices] or with --prices FILE, then `durabatch resume`"
             )
         self.store.reserve(owner, message.work, call, worst, self._limit)
+
+    def _intend(self, work: Work, planned: Delivered) -> None:
+        message = _Intent(work, planned, threading.Event(), [])
+        self._results.put(message)
+        self._wait_for_writer(work, message.done)
+        if message.refused:
+            raise message.refused[0]
 
     def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()

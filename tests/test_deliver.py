@@ -28,6 +28,8 @@ from durabatch.targets import Folder
 DONE = 8  # of the 9 sample documents; the broken PDF fails
 FAILED = 1  # exit code: finished, some documents failed
 NOT_FINISHED = 75
+CANCELLED = 4  # a run stopped by `durabatch cancel`
+HALTED = 3
 HELD = "kestrel_roadmap"  # the document whose delivery the receiver holds
 
 
@@ -111,22 +113,30 @@ def test_a_crash_leftover_is_never_seen_and_another_file_is_never_replaced(
     folder = Folder(str(tmp_path), tmp_path)
     target = folder.path_for("in/a.txt")
     target.parent.mkdir(parents=True)
-    leftover = target.with_name(f".{target.name}.durabatch-tmp")
+    leftover = target.with_name(".durabatch-killed.tmp")
     leftover.write_bytes(b'{"half": ')  # a writer killed mid-write left this
-    done = folder.publish("in/a.txt", b'{"whole": true}\n', "k1")
+    body = b'{"whole": true}\n'
+    done = publish(folder, "in/a.txt", body, "k1")
     assert json.loads(target.read_bytes()) == {"whole": True}
-    assert not leftover.exists()
-    assert folder.publish("in/a.txt", b'{"whole": true}\n', "k1") == done  # repeat: no-op
+    assert sorted(p.name for p in target.parent.iterdir()) == [leftover.name, target.name]
+    assert publish(folder, "in/a.txt", body, "k1") == done  # repeat: no-op
     with pytest.raises(DocumentError) as refused:
-        folder.publish("in/a.txt", b'{"other": 1}\n', "k2")
+        publish(folder, "in/a.txt", b'{"other": 1}\n', "k2")
     assert refused.value.reason == Reason.TARGET_EXISTS
     assert json.loads(target.read_bytes()) == {"whole": True}
-    assert folder.path_for("../../etc/passwd") == tmp_path / "__" / "__" / "etc" / "passwd.json"
+    assert folder.path_for("../../etc/passwd") == tmp_path / "..." / "..." / "etc" / "passwd.json"
+    # no real path maps where `..` does: a folder named `...` gets a dot more
+    assert folder.path_for(".../etc/passwd") == tmp_path / "...." / "etc" / "passwd.json"
+    assert folder.path_for("__/etc/passwd") == tmp_path / "__" / "etc" / "passwd.json"
+
+
+def publish(folder: Folder, name: str, body: bytes, key: str) -> Delivered:
+    return folder.publish(folder.plan(name, body, key), body)
 
 
 def test_withdrawing_a_file_leaves_one_changed_since(tmp_path: Path) -> None:
     folder = Folder(str(tmp_path), tmp_path)
-    done = folder.publish("a.txt", b"ours\n", "k")
+    done = publish(folder, "a.txt", b"ours\n", "k")
     delivery = Delivery(**vars(done))
     (tmp_path / "a.txt.json").write_bytes(b"edited by someone\n")
     assert folder.withdraw(delivery)[0] == "left"
@@ -279,7 +289,8 @@ def test_cancel_tells_a_live_run_to_drain(ws: Workspace, hook: FakeHook) -> None
     run_id = ws.run_ids()[0]
     cancelled = ws.cli("cancel", run_id)
     assert cancelled.popen.returncode == 0, cancelled.describe()
-    assert proc.wait(30) == NOT_FINISHED, proc.describe()
+    assert proc.wait(30) == CANCELLED, proc.describe()  # not 75: it is never resumed
+    assert "was cancelled and is not resumed" in proc.stderr
     assert ws.status(run_id)["status"] == "cancelled"
     assert_verified(ws, run_id)
 

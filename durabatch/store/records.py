@@ -60,6 +60,8 @@ class Run:
     updated_at: str
     interruptions: int
     discovered: bool
+    # `durabatch cancel` asked for it: never resumed again, whatever its status says
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
@@ -139,10 +141,16 @@ class StepResult:
 
 
 class DeliveryStatus(StrEnum):
+    DELIVERING = "delivering"  # written down before the side effect: it may have happened
     DELIVERED = "delivered"
     WITHDRAWN = "withdrawn"  # compensated: the file removed, the receiver told
     LEFT = "left"  # not withdrawn, on purpose: the file changed since (``undo`` says why)
-    UNDO_FAILED = "undo_failed"  # the receiver refused the withdrawal (``undo`` says how)
+    UNDO_FAILED = "undo_failed"  # not withdrawn yet (``undo`` says why); tried again
+    REFUSED = "refused"  # the target refused it: nothing was delivered, nothing to undo
+
+
+# what a compensation still has to undo
+UNDOABLE = (DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERING, DeliveryStatus.UNDO_FAILED)
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,8 @@ class Delivered:
     key: str  # the Idempotency-Key
     receiver_id: str | None = None  # what the webhook answered, to address the undo
     http_status: int | None = None
+    compensate_url: str | None = None  # the webhook's DELETE URL template ({id}, {key})
+    made_dirs: tuple[str, ...] = ()  # folders that did not exist before: removed when empty
 
 
 @dataclass(frozen=True)

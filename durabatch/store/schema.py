@@ -282,3 +282,15 @@ def m012_status_indexes(db: Database) -> None:
         "CREATE INDEX documents_reason ON documents(run_id, seq) WHERE reason IS NOT NULL",
     ):
         db.execute(statement)
+
+
+@migrations(name="m013_delivery_undo")
+def m013_delivery_undo(db: Database) -> None:
+    """What each delivery needs to be undone by itself: the webhook's DELETE URL template
+    it was made with (a re-delivery elsewhere has its own), and the folders it created
+    (JSON list), removed again when they are empty."""
+    for statement in (
+        "ALTER TABLE deliveries ADD COLUMN compensate_url TEXT",
+        "ALTER TABLE deliveries ADD COLUMN made_dirs TEXT NOT NULL DEFAULT '[]'",
+    ):
+        db.execute(statement)
