@@ -207,11 +207,11 @@ def _folder_error(path: Path, exc: OSError) -> Exception:
 
 def _holds(path: Path, digest: str) -> bool:
     """Does the file exist with exactly these bytes? Other bytes are never replaced."""
-    if not path.is_file():
-        if path.exists():
-            raise IsADirectoryError(errno.EISDIR, "a folder has the file's name", str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return False
-    if sha256_of(path.read_bytes()) == digest:
+    if sha256_of(data) == digest:
         return True
     raise DocumentError(
         Reason.TARGET_EXISTS,
