@@ -21,11 +21,17 @@ from durabatch.config import Settings
 from durabatch.deliver import Note, make_target, owning
 from durabatch.errors import Cancelled, NotFinished
 from durabatch.store import Store
-from durabatch.store.records import UNDOABLE, Delivery, DeliveryStatus, Owner, Run, RunStatus
+from durabatch.store.records import (
+    UNDOABLE,
+    Delivery,
+    DeliveryStatus,
+    Owner,
+    Run,
+    RunStatus,
+)
 from durabatch.targets import Target, remove_empty
 
 OWNER_POLL_SECONDS = 0.2
-CANCELLED_BY = "cancelled by `durabatch cancel`"
 
 
 @dataclass

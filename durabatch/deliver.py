@@ -28,6 +28,7 @@ from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
+    SIDE_SESSION,
     DocStatus,
     Document,
     Owner,
@@ -40,8 +41,6 @@ from durabatch.store.records import (
 from durabatch.targets import Target, open_target
 
 Note = Callable[[str], None]
-# how a session that only delivered or withdrew ends: not a session that processed documents
-SIDE_SESSION = "deliveries: "
 
 
 def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:

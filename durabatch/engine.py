@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from durabatch import budget, compensate, deliver, discovery
+from durabatch import budget, discovery
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
@@ -50,6 +50,7 @@ from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
+    CANCELLED_BY,
     CachedStep,
     Counts,
     Delivered,
@@ -62,8 +63,11 @@ from durabatch.store.records import (
     StepFailure,
     StepResult,
     Work,
+    delivers,
 )
-from durabatch.targets import Target
+
+if TYPE_CHECKING:
+    from durabatch.targets import Target
 
 DISCOVERY_BATCH = 500
 # The writer gives up the GIL in every commit; with workers busy it would then wait up to
@@ -77,11 +81,18 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
     Step.ENTITIES: entities.run,
-    Step.DELIVER: deliver.run,
+    Step.DELIVER: lambda work, ctx: _deliver(work, ctx),
 }
 # only model steps are answered from the cache; deliver must happen in each run
 CACHEABLE = (Step.SUMMARIZE, Step.ENTITIES)
 CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
+
+
+def _deliver(work: Work, ctx: StepContext) -> StepResult:
+    # imported when a run delivers: its HTTP client is no cost to a run that does not
+    from durabatch import deliver
+
+    return deliver.run(work, ctx)
 
 
 class Observer(Protocol):
@@ -181,6 +192,7 @@ class Engine:
         self._cancelled = False
         self._last_look = time.monotonic()
         self.target: Target | None = None
+        self._delivers = False  # set from the run's stored settings when it is processed
         # the dollars the user typed, exactly; None without --max-cost
         self._limit = None if settings.max_cost is None else Decimal(str(settings.max_cost))
 
@@ -192,9 +204,10 @@ class Engine:
         A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
         signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
+        self._delivers = delivers(run.settings)
         if self.store.cancel_requested(run.id):  # cancelled while nobody owned it
             self._cancelled = True
-            self.drain(compensate.CANCELLED_BY)
+            self.drain(CANCELLED_BY)
         try:
             self.observer.started(run, self.store.counts(run.id))
             found = None if run.discovered else self._walk(run)
@@ -324,14 +337,16 @@ class Engine:
                     self._submit(owner, claimed)  # a cached answer joins the next round
 
     def _open_target(self, run: Run) -> Target | None:
-        spec = self.settings.deliver_to
+        spec = run.settings.get("deliver_to")
         if spec and self.target is None:
+            from durabatch import deliver
+
             cwd = Path(run.settings["cwd"])
             self.target = deliver.make_target(self.settings, spec, cwd, self.draining)
         return self.target
 
     def _next(self, work: Work) -> Step | None:
-        return work.step.next(deliver=bool(self.settings.deliver_to))
+        return work.step.next(deliver=self._delivers)
 
     def _submit(self, owner: Owner, work: Work) -> None:
         self._inflight[work.document.id] = work
@@ -440,7 +455,7 @@ class Engine:
             self._last_look = time.monotonic()
             if not self._cancelled and self.store.cancel_requested(run.id):
                 self._cancelled = True
-                self.drain(compensate.CANCELLED_BY)
+                self.drain(CANCELLED_BY)
         if time.monotonic() - self._last_beat >= self.settings.lease_ttl / 3:
             self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
             self._last_beat = time.monotonic()
@@ -542,7 +557,7 @@ class Engine:
         finished = discovered and not self.store.counts(run.id).unfinished
         stopped = self._stopped_by
         if self._cancelled:
-            status, outcome = RunStatus.CANCELLED, compensate.CANCELLED_BY
+            status, outcome = RunStatus.CANCELLED, CANCELLED_BY
         elif isinstance(stopped, HaltError):
             status, outcome = RunStatus.HALTED, f"halted: {stopped.message}"
         elif finished:
@@ -621,6 +636,8 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
 def _on_failure(store: Store, run: Run, settings: Settings, observer: Observer,
                 stopping: threading.Event) -> None:  # fmt: skip
     """--on-failure compensate: a run that ends with failures keeps nothing delivered."""
+    from durabatch import compensate
+
     if settings.on_failure == "compensate" and compensate.owed(store, store.get_run(run.id)):
         compensate.after_failure(store, run, settings, observer.note, stopping)
 

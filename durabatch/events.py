@@ -26,6 +26,7 @@ from durabatch.store.records import (
     RunStatus,
     Step,
     StepStatus,
+    delivers,
 )
 
 
@@ -87,8 +88,8 @@ def _snapshot(state: State, event: Event) -> None:
 
 
 def _run_created(state: State, event: Event) -> None:
-    delivers = bool(event.data["settings"].get("deliver_to"))
-    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False, deliver=delivers)
+    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False,
+                     deliver=delivers(event.data["settings"]))  # fmt: skip
 
 
 def _discovered(state: State, event: Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -138,6 +139,17 @@ class StepResult:
     saved_usd: Decimal | None = None  # what the reused answer had cost
     text: str | None = None  # extracted text to keep in the database under ``artifact``
     delivery: Delivered | None = None  # deliver only: what was published, to undo it
+
+
+# how a session that only delivered or withdrew ends: not a session that processed documents
+SIDE_SESSION = "deliveries: "
+CANCELLED_BY = "cancelled by `durabatch cancel`"
+
+
+def delivers(settings: Mapping[str, Any]) -> bool:
+    """Does a run end each document with a deliver step? Its stored settings say, and
+    only they: the engine, the store and the replay all ask here."""
+    return bool(settings.get("deliver_to"))
 
 
 class DeliveryStatus(StrEnum):

@@ -59,6 +59,7 @@ from durabatch.store.records import (
     StepResult,
     StepStatus,
     Work,
+    delivers,
 )
 from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
@@ -608,7 +609,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
     def _delivers(self, run_id: str) -> bool:
         """Does the run end each document with a deliver step (it was given a target)?"""
         if run_id not in self._targets:
-            self._targets[run_id] = bool(self.get_run(run_id).settings.get("deliver_to"))
+            self._targets[run_id] = delivers(self.get_run(run_id).settings)
         return self._targets[run_id]
 
     def restart_document(self, owner: Owner, work: Work, sha256: str | None) -> None:
