@@ -265,7 +265,7 @@ class Engine:
             Path(run.settings["cwd"]),
             include=run.settings.get("include", []),
             exclude=run.settings.get("exclude", []),
-            ignore=self.store.own_files(),
+            ignore=[*self.store.own_files(), *_delivery_folder(run)],
         )
 
     def _discover(self, run: Run, found: Iterator[NewDocument]) -> bool:
@@ -568,6 +568,14 @@ class Engine:
             status, outcome = RunStatus.INTERRUPTED, f"interrupted: {self._drain_reason}"
         self.store.release(run.id, owner, status, outcome)
         return status
+
+
+def _delivery_folder(run: Run) -> list[Path]:
+    """A run delivering into a folder among its inputs must not process its own results."""
+    spec = run.settings.get("deliver_to")
+    if not spec or spec.startswith(("http://", "https://")):
+        return []
+    return [Path(run.settings["cwd"]) / spec]
 
 
 def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:

@@ -526,3 +526,13 @@ def test_compaction_keeps_a_run_with_deliveries_verified(ws: Workspace) -> None:
     assert compacted.popen.returncode == 0, compacted.describe()
     assert_verified(ws, run_id)
     assert not (ws.root / "out").exists()  # the folder it created is gone with the files
+
+
+def test_a_delivery_folder_among_the_inputs_is_not_processed(ws: Workspace) -> None:
+    (ws.root / "in" / "out").mkdir()
+    (ws.root / "in" / "out" / "old.json.txt").write_text("a result of an earlier run\n")
+    proc = ws.cli("run", "in", "--deliver-to", "in/out")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    assert not any(path.startswith("in/out/") for path in ws.export(run_id))
+    assert ws.status(run_id)["documents"]["total"] == DONE + 1
