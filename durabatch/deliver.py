@@ -137,7 +137,7 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
             store.intend_delivery(owner, run.id, doc.id, planned)
             done = target.publish(planned, body)
         except DocumentError as exc:
-            store.refuse_delivery(owner, run.id, doc.id, exc.message)
+            store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
             tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})
             note(f"not delivered: {doc.path}: {exc.message}")
             continue

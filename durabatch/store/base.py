@@ -111,7 +111,8 @@ class Store(Protocol):
     def record_delivery(self, owner: Owner, run_id: str, doc_id: int, done: Delivered) -> None: ...
     def intend_delivery(self, owner: Owner, run_id: str, doc_id: int, planned: Delivered,
                         work: Work | None = None) -> None: ...  # fmt: skip
-    def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, why: str) -> None: ...
+    def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, target: str,
+                        why: str) -> None: ...  # fmt: skip
     def record_undo(self, owner: Owner, delivery: Delivery, status: DeliveryStatus, note: str,
                     why: str) -> None: ...  # fmt: skip
     def deliveries(

@@ -79,16 +79,21 @@ class SQLiteDeliveries:
                                                 DeliveryStatus.DELIVERING)  # fmt: skip
             self._event(run_id, "delivery_started", _data(delivery_id, planned), doc_id)
 
-    def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, why: str) -> None:
+    def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, target: str,
+                        why: str) -> None:  # fmt: skip
         """A re-delivery the target refused: nothing was delivered, nothing to undo."""
         with self._tx():
             self._owned(owner, run_id)
-            self._refuse_delivery(run_id, doc_id, why)
+            self._refuse_delivery(run_id, doc_id, why, target)
 
-    def _refuse_delivery(self, run_id: str, doc_id: int, why: str) -> None:
+    def _refuse_delivery(self, run_id: str, doc_id: int, why: str,
+                         target: str | None = None) -> None:  # fmt: skip
+        """``target`` None: the run's own deliver step, the one delivery of the document
+        that can be in flight while the run is processed."""
         rows = self.conn.execute(
-            "SELECT id FROM deliveries WHERE run_id = ? AND doc_id = ? AND status = ?",
-            (run_id, doc_id, DeliveryStatus.DELIVERING),
+            "SELECT id FROM deliveries WHERE run_id = ? AND doc_id = ? AND status = ?"
+            " AND (? IS NULL OR target = ?)",
+            (run_id, doc_id, DeliveryStatus.DELIVERING, target, target),
         ).fetchall()
         for (delivery_id,) in rows:
             self.conn.execute(
