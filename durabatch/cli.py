@@ -31,7 +31,7 @@ from durabatch.render import (
     stdout_console,
 )
 from durabatch.store import Store, open_store
-from durabatch.store.records import Run, RunStatus
+from durabatch.store.records import UNDOABLE, Run, RunStatus
 from durabatch.verify import verify as verify_run
 
 if TYPE_CHECKING:  # the engine pulls in the parsers: imported when a run starts, so
@@ -178,6 +178,12 @@ def _finish(store: Store, outcome: Outcome) -> None:
             f"{outcome.run_id}",
             highlight=False,
         )
+    elif outcome.exit_code == ExitCode.CANCELLED:
+        stderr_console().print(
+            f"run {outcome.run_id} was cancelled and is not resumed; its deliveries can be "
+            f"withdrawn with: durabatch cancel {outcome.run_id} --compensate",
+            highlight=False,
+        )
     raise typer.Exit(outcome.exit_code)
 
 
@@ -291,7 +297,7 @@ def resume(
 
 
 def _refuse_cancelled(found: Run) -> None:
-    if found.status == RunStatus.CANCELLED:
+    if found.status == RunStatus.CANCELLED or found.cancel_requested:
         raise UsageError(
             f"run {found.id} was cancelled and is not resumed; start a new run, or finish "
             f"withdrawing its deliveries with `durabatch cancel {found.id} --compensate`"
@@ -327,9 +333,11 @@ def cancel(
     with _user_errors():
         store = _store(_settings(db=db))
         found = store.get_run(run_id)
-        settings = _settings(db=db, compensate_url=compensate_url).with_run(found.settings)
-        url = compensate_url or found.settings.get("compensate_url")
-        settings = replace(settings, compensate_url=url)
+        settings = _settings(db=db).with_run(found.settings)
+        # for webhook deliveries recorded without a DELETE URL of their own only
+        settings = replace(settings, compensate_url=compensate_url)
+        if compensate_url is not None:
+            config.check_compensate_url(compensate_url)
         note = stderr_console().print
         wait = settings.grace + settings.lease_ttl
         undone = compensate.cancel(store, found, settings, compensate=compensate_, note=note,
@@ -345,8 +353,8 @@ def _cancelled(run_id: str, undone: Any, counts: dict[str, int], json_: bool) ->
         print(json.dumps(report, indent=2))
     else:
         print(f"run {run_id} cancelled; deliveries: {_counted(counts)}")
-    if undone is not None and (undone.failed or counts.get("delivered")):
-        raise typer.Exit(ExitCode.FAILED_DOCUMENTS)
+    if undone is not None and any(counts.get(status) for status in UNDOABLE):
+        raise typer.Exit(ExitCode.FAILED_DOCUMENTS)  # undo_failed ones: run it again
 
 
 def _counted(counts: dict[str, int]) -> str:
@@ -359,6 +367,7 @@ def deliver(
     to: Annotated[str, typer.Option("--to", help="A folder, or an http(s) webhook URL.")],
     db: DbOpt = None,
     read_timeout: ReadTimeout = None,
+    compensate_url: CompensateUrl = None,
     json_: JsonOpt = False,
 ) -> None:
     """Deliver a finished run's results to a folder or webhook; no model is called.
@@ -369,7 +378,8 @@ def deliver(
     from durabatch.deliver import redeliver
 
     with _user_errors():
-        settings = _settings(db=db, deliver_to=to, read_timeout=read_timeout)
+        settings = _settings(db=db, deliver_to=to, read_timeout=read_timeout,
+                             compensate_url=compensate_url)  # fmt: skip
         store = _store(settings)
         found = store.get_run(run_id)
         tally = redeliver(store, found, settings, to, stderr_console().print)

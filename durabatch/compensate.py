@@ -5,25 +5,33 @@ work); deliveries can. They are undone latest first, each one its own
 checkpoint, so a compensation stopped half way (kill -9, Ctrl-C, a receiver
 that is down) continues with the next undo when the command runs again; an
 undo made again after a crash is harmless (the file is gone already, the
-receiver answers 404).
+receiver answers 404). A delivery that may have happened (``delivering``: the
+process stopped between the side effect and its checkpoint) is undone too, and
+an undo that failed is tried again by the next compensation.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from durabatch.config import Settings
 from durabatch.deliver import Note, make_target, owning
-from durabatch.errors import NotFinished
+from durabatch.errors import Cancelled, NotFinished
 from durabatch.store import Store
-from durabatch.store.records import DeliveryStatus, Owner, Run, RunStatus
-from durabatch.targets import Target
+from durabatch.store.records import (
+    UNDOABLE,
+    Delivery,
+    DeliveryStatus,
+    Owner,
+    Run,
+    RunStatus,
+)
+from durabatch.targets import Target, remove_empty
 
 OWNER_POLL_SECONDS = 0.2
-CANCELLED_BY = "cancelled by `durabatch cancel`"
 
 
 @dataclass
@@ -33,27 +41,51 @@ class Undone:
     failed: list[str] = field(default_factory=list)  # the receiver refused the undo
 
 
-def withdraw_all(store: Store, owner: Owner, run_id: str, settings: Settings, why: str,
-                 note: Note, stopping: threading.Event | None = None) -> Undone:  # fmt: skip
-    """Undo every delivery of the run not undone yet, latest first."""
+def withdraw_all(store: Store, owner: Owner, run: Run, settings: Settings, why: str,
+                 note: Note, stopping: threading.Event | None = None,
+                 compensate_url: str | None = None) -> Undone:  # fmt: skip
+    """Undo every delivery of the run not undone yet, latest first: the delivered, those
+    that may have happened (``delivering``) and those whose undo failed before.
+
+    ``compensate_url``: the DELETE URL template for webhook deliveries made without one."""
     undone = Undone()
     targets: dict[str, Target] = {}
     try:
-        for delivery in store.deliveries(run_id, status=DeliveryStatus.DELIVERED):
+        for delivery in store.deliveries(run.id, status=UNDOABLE):
             if stopping is not None and stopping.is_set():
-                raise NotFinished(f"compensation of run {run_id} stopped; {_again(run_id)}")
+                raise NotFinished(f"compensation of run {run.id} stopped; {_again(run.id)}")
             target = targets.get(delivery.target)
             if target is None:
                 target = make_target(settings, delivery.target, Path.cwd(), stopping)
                 targets[delivery.target] = target
-            status, text = target.withdraw(delivery)
+            try:
+                status, text = target.withdraw(delivery, _template(delivery, run, compensate_url))
+            except Cancelled as exc:
+                raise NotFinished(
+                    f"compensation of run {run.id} stopped; {_again(run.id)}"
+                ) from exc
             store.record_undo(owner, delivery, status, text, why)
             _count(undone, status, f"{delivery.location}: {text}")
             note(f"{status}: {delivery.location} ({text})")
     finally:
         for target in targets.values():
             target.close()
+    # a folder made by one delivery may have held the files of others undone after it
+    folders = [d for x in store.deliveries(run.id, status=DeliveryStatus.WITHDRAWN)
+               for d in x.made_dirs]  # fmt: skip
+    remove_empty(folders)
     return undone
+
+
+def _template(delivery: Delivery, run: Run, given: str | None) -> str | None:
+    """The DELETE URL template for a delivery without one of its own: the one given now,
+    or (a delivery recorded before they were kept per delivery) the run's, for its own
+    target only."""
+    if given or delivery.kind != "webhook":
+        return given
+    if delivery.target == run.settings.get("deliver_to"):
+        return run.settings.get("compensate_url")
+    return None
 
 
 def _count(undone: Undone, status: DeliveryStatus, text: str) -> None:
@@ -74,13 +106,16 @@ def cancel(store: Store, run: Run, settings: Settings, *, compensate: bool, note
     """Stop the run (a live owner is told through the database and drains), mark it
     cancelled and, with ``compensate``, undo its deliveries."""
     if run.status != RunStatus.CANCELLED:
-        store.request_cancel(run.id)
+        # with no live owner the run is cancelled at once: a kill -9 from here on cannot
+        # leave it `running` for cron's `resume` to finish
+        store.request_cancel(run.id, unowned=store.owner_of(run.id) is None)
     _wait_for_owner(store, run.id, wait, note)
     outcome = "withdrawn, run cancelled" if compensate else "none withdrawn, run cancelled"
     with owning(store, run.id, settings, RunStatus.CANCELLED, outcome) as owner:
         if not compensate:
             return None
-        return withdraw_all(store, owner, run.id, settings, "cancelled", note)
+        return withdraw_all(store, owner, run, settings, "cancelled", note,
+                            compensate_url=settings.compensate_url)  # fmt: skip
 
 
 def _wait_for_owner(store: Store, run_id: str, wait: float, note: Note) -> None:
@@ -103,7 +138,7 @@ def owed(store: Store, run: Run) -> bool:
     return (
         run.settings.get("on_failure") == "compensate"
         and store.counts(run.id).failed > 0
-        and bool(store.deliveries(run.id, status=DeliveryStatus.DELIVERED))
+        and bool(store.deliveries(run.id, status=UNDOABLE))
     )
 
 
@@ -112,7 +147,6 @@ def after_failure(store: Store, run: Run, settings: Settings, note: Note,
     """--on-failure compensate: the run ended with failed documents, so nothing it
     delivered may stay (all or nothing)."""
     note(f"run {run.id} ended with failed documents: withdrawing what it delivered")
-    settings = replace(settings, compensate_url=run.settings.get("compensate_url"))
     outcome = "withdrawn, run finished with failures"
     with owning(store, run.id, settings, RunStatus.DONE, outcome) as owner:
-        return withdraw_all(store, owner, run.id, settings, "on-failure", note, stopping)
+        return withdraw_all(store, owner, run, settings, "on-failure", note, stopping)

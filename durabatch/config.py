@@ -219,11 +219,20 @@ def _validate_delivery(settings: Settings) -> None:
     if settings.on_failure not in ON_FAILURE:
         raise UsageError(f"--on-failure must be keep or compensate, not {settings.on_failure!r}")
     if settings.compensate_url is not None:
-        check_spec(settings.compensate_url, "--compensate-url")
-        if not _is_url(settings.compensate_url):
-            raise UsageError(
-                "--compensate-url must be an http:// or https:// URL, e.g. https://host/items/{id}"
-            )
+        check_compensate_url(settings.compensate_url)
+
+
+def check_compensate_url(url: str) -> None:
+    """A DELETE URL template naming one delivery: {id} or {key} in it."""
+    from durabatch.targets import check_spec
+
+    check_spec(url, "--compensate-url")
+    if not _is_url(url) or ("{id}" not in url and "{key}" not in url):
+        raise UsageError(
+            "--compensate-url must be an http:// or https:// URL naming one delivery with "
+            "{id} (the receiver's id) or {key} (its Idempotency-Key), e.g. "
+            "https://host/items/{id}"
+        )
 
 
 def _validate_spot(settings: Settings) -> None:

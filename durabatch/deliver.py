@@ -3,8 +3,9 @@
 The same document of the same run always gives the same bytes, and so the same
 content hash and ``Idempotency-Key``: a delivery made again after a crash (the
 side effect happened, its checkpoint did not) is recognised by the receiver,
-and a folder finds its file already whole. The step's result carries what is
-needed to undo the delivery; it is committed with the step.
+and a folder finds its file already whole. What is needed to undo a delivery is
+committed (as ``delivering``) before it is sent, through the writer, like a paid
+call's reservation; the step's result makes it ``delivered``.
 
 ``redeliver`` sends the results of a finished run to another target, with no
 model call, one checkpoint per document, skipping what already went there.
@@ -27,6 +28,7 @@ from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
+    SIDE_SESSION,
     DocStatus,
     Document,
     Owner,
@@ -39,8 +41,6 @@ from durabatch.store.records import (
 from durabatch.targets import Target, open_target
 
 Note = Callable[[str], None]
-# how a session that only delivered or withdrew ends: not a session that processed documents
-SIDE_SESSION = "deliveries: "
 
 
 def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
@@ -60,9 +60,12 @@ def idempotency_key(run_id: str, path: str, body: bytes) -> str:
 def run(work: Work, ctx: StepContext) -> StepResult:
     """The deliver step of a run given --deliver-to; no model call."""
     assert ctx.target is not None, "deliver needs the run's target"
+    assert ctx.intend is not None, "deliver writes its intent down through the writer"
     doc = work.document
     body = payload(doc.run_id, doc, work.results)
-    done = ctx.target.publish(doc.path, body, idempotency_key(doc.run_id, doc.path, body))
+    planned = ctx.target.plan(doc.path, body, idempotency_key(doc.run_id, doc.path, body))
+    ctx.intend(planned)  # committed as `delivering` before anything is sent or written
+    done = ctx.target.publish(planned, body)
     output = {"target": done.target, "location": done.location, "sha256": done.sha256,
               "key": done.key, "receiver_id": done.receiver_id}  # fmt: skip
     return StepResult(output=output, delivery=done)
@@ -88,7 +91,7 @@ def owning(store: Store, run_id: str, settings: Settings, status: RunStatus,
            outcome: str) -> Iterator[Owner]:  # fmt: skip
     """Own the run for work outside the engine (a re-delivery, a compensation); release
     it as ``status`` however the work ends. A live owner refuses (exit 75)."""
-    owner = store.acquire(run_id, settings.lease_ttl)
+    owner = store.acquire(run_id, settings.lease_ttl, side=True)
     try:
         yield owner
     finally:
@@ -130,8 +133,11 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
             continue
         body = payload(run.id, doc, store.results(doc.id))
         try:
-            done = target.publish(doc.path, body, idempotency_key(run.id, doc.path, body))
+            planned = target.plan(doc.path, body, idempotency_key(run.id, doc.path, body))
+            store.intend_delivery(owner, run.id, doc.id, planned)
+            done = target.publish(planned, body)
         except DocumentError as exc:
+            store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
             tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})
             note(f"not delivered: {doc.path}: {exc.message}")
             continue

@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from durabatch import budget, compensate, deliver, discovery
+from durabatch import budget, discovery
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
@@ -50,8 +50,10 @@ from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
+    CANCELLED_BY,
     CachedStep,
     Counts,
+    Delivered,
     DocStatus,
     NewDocument,
     Owner,
@@ -61,8 +63,11 @@ from durabatch.store.records import (
     StepFailure,
     StepResult,
     Work,
+    delivers,
 )
-from durabatch.targets import Target
+
+if TYPE_CHECKING:
+    from durabatch.targets import Target
 
 DISCOVERY_BATCH = 500
 # The writer gives up the GIL in every commit; with workers busy it would then wait up to
@@ -76,9 +81,18 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
     Step.ENTITIES: entities.run,
-    Step.DELIVER: deliver.run,
+    Step.DELIVER: lambda work, ctx: _deliver(work, ctx),
 }
+# only model steps are answered from the cache; deliver must happen in each run
+CACHEABLE = (Step.SUMMARIZE, Step.ENTITIES)
 CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
+
+
+def _deliver(work: Work, ctx: StepContext) -> StepResult:
+    # imported when a run delivers: its HTTP client is no cost to a run that does not
+    from durabatch import deliver
+
+    return deliver.run(work, ctx)
 
 
 class Observer(Protocol):
@@ -137,7 +151,19 @@ class _Lookup:
     step: bool = False
 
 
-Message = _Finished | _Partial | _Reserve | _Lookup
+@dataclass(frozen=True)
+class _Intent:
+    """A worker asks the writer to write a delivery down (``delivering``) before it is
+    sent or written, so that no side effect can happen without a record to undo it; in a
+    drain the writer refuses (Cancelled) and nothing is sent."""
+
+    work: Work
+    planned: Delivered
+    done: threading.Event
+    refused: list[BaseException]
+
+
+Message = _Finished | _Partial | _Reserve | _Lookup | _Intent
 
 
 class Engine:
@@ -166,6 +192,7 @@ class Engine:
         self._cancelled = False
         self._last_look = time.monotonic()
         self.target: Target | None = None
+        self._delivers = False  # set from the run's stored settings when it is processed
         # the dollars the user typed, exactly; None without --max-cost
         self._limit = None if settings.max_cost is None else Decimal(str(settings.max_cost))
 
@@ -177,6 +204,10 @@ class Engine:
         A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
         signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
+        self._delivers = delivers(run.settings)
+        if self.store.cancel_requested(run.id):  # cancelled while nobody owned it
+            self._cancelled = True
+            self.drain(CANCELLED_BY)
         try:
             self.observer.started(run, self.store.counts(run.id))
             found = None if run.discovered else self._walk(run)
@@ -190,7 +221,9 @@ class Engine:
         if self._stopped_by is not None:
             raise self._stopped_by
         counts = self.store.counts(run.id)
-        if status != RunStatus.DONE:
+        if status == RunStatus.CANCELLED:
+            code = ExitCode.CANCELLED
+        elif status != RunStatus.DONE:
             code = ExitCode.NOT_FINISHED
         else:
             code = ExitCode.FAILED_DOCUMENTS if counts.failed else ExitCode.OK
@@ -232,7 +265,7 @@ class Engine:
             Path(run.settings["cwd"]),
             include=run.settings.get("include", []),
             exclude=run.settings.get("exclude", []),
-            ignore=self.store.own_files(),
+            ignore=[*self.store.own_files(), *_delivery_folder(run)],
         )
 
     def _discover(self, run: Run, found: Iterator[NewDocument]) -> bool:
@@ -304,14 +337,16 @@ class Engine:
                     self._submit(owner, claimed)  # a cached answer joins the next round
 
     def _open_target(self, run: Run) -> Target | None:
-        spec = self.settings.deliver_to
+        spec = run.settings.get("deliver_to")
         if spec and self.target is None:
+            from durabatch import deliver
+
             cwd = Path(run.settings["cwd"])
             self.target = deliver.make_target(self.settings, spec, cwd, self.draining)
         return self.target
 
     def _next(self, work: Work) -> Step | None:
-        return work.step.next(deliver=bool(self.settings.deliver_to))
+        return work.step.next(deliver=self._delivers)
 
     def _submit(self, owner: Owner, work: Work) -> None:
         self._inflight[work.document.id] = work
@@ -326,8 +361,9 @@ class Engine:
         self._handle(owner, _Finished(work, result=_from_cache(key, hit)))
 
     def _cache_key(self, work: Work) -> str | None:
-        """What a model step's answer depends on, hashed; None for extract."""
-        if work.step == Step.EXTRACT or not work.document.sha256:
+        """What a model step's answer depends on, hashed; None for any other step: extract
+        has its own cache, and a delivery is a side effect, never an answer to reuse."""
+        if work.step not in CACHEABLE or not work.document.sha256:
             return None
         model = self.settings.model_for(work.step)
         inputs = [work.document.sha256, work.step, self.provider.name,
@@ -358,6 +394,17 @@ class Engine:
             try:
                 self._reserve(owner, message)
             except (HaltError, NotFinished) as exc:
+                message.refused.append(exc)
+            finally:
+                message.done.set()
+            return
+        if isinstance(message, _Intent):
+            try:
+                if self.draining.is_set():
+                    raise Cancelled("the run is stopping: the delivery was not started")
+                doc = work.document
+                self.store.intend_delivery(owner, doc.run_id, doc.id, message.planned, work)
+            except (Cancelled, HaltError, NotFinished) as exc:
                 message.refused.append(exc)
             finally:
                 message.done.set()
@@ -408,7 +455,7 @@ class Engine:
             self._last_look = time.monotonic()
             if not self._cancelled and self.store.cancel_requested(run.id):
                 self._cancelled = True
-                self.drain(compensate.CANCELLED_BY)
+                self.drain(CANCELLED_BY)
         if time.monotonic() - self._last_beat >= self.settings.lease_ttl / 3:
             self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
             self._last_beat = time.monotonic()
@@ -419,6 +466,7 @@ class Engine:
         while True:
             work = self._tasks.get()
             own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
+                          intend=functools.partial(self._intend, work),
                           reuse=None if self.settings.no_cache else
                           functools.partial(self._lookup, work))  # fmt: skip
             guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
@@ -462,6 +510,13 @@ class Engine:
             )
         self.store.reserve(owner, message.work, call, worst, self._limit)
 
+    def _intend(self, work: Work, planned: Delivered) -> None:
+        message = _Intent(work, planned, threading.Event(), [])
+        self._results.put(message)
+        self._wait_for_writer(work, message.done)
+        if message.refused:
+            raise message.refused[0]
+
     def _checkpoint(self, work: Work, index: int, output: Any, calls: Sequence[CallRecord]) -> None:
         done = threading.Event()
         self._results.put(_Partial(work, index, output, calls, done))
@@ -502,7 +557,7 @@ class Engine:
         finished = discovered and not self.store.counts(run.id).unfinished
         stopped = self._stopped_by
         if self._cancelled:
-            status, outcome = RunStatus.CANCELLED, compensate.CANCELLED_BY
+            status, outcome = RunStatus.CANCELLED, CANCELLED_BY
         elif isinstance(stopped, HaltError):
             status, outcome = RunStatus.HALTED, f"halted: {stopped.message}"
         elif finished:
@@ -513,6 +568,14 @@ class Engine:
             status, outcome = RunStatus.INTERRUPTED, f"interrupted: {self._drain_reason}"
         self.store.release(run.id, owner, status, outcome)
         return status
+
+
+def _delivery_folder(run: Run) -> list[Path]:
+    """A run delivering into a folder among its inputs must not process its own results."""
+    spec = run.settings.get("deliver_to")
+    if not spec or spec.startswith(("http://", "https://")):
+        return []
+    return [Path(run.settings["cwd"]) / spec]
 
 
 def _unbound(index: int, output: Any, calls: Sequence[CallRecord]) -> None:
@@ -581,6 +644,8 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
 def _on_failure(store: Store, run: Run, settings: Settings, observer: Observer,
                 stopping: threading.Event) -> None:  # fmt: skip
     """--on-failure compensate: a run that ends with failures keeps nothing delivered."""
+    from durabatch import compensate
+
     if settings.on_failure == "compensate" and compensate.owed(store, store.get_run(run.id)):
         compensate.after_failure(store, run, settings, observer.note, stopping)
 

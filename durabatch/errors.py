@@ -39,6 +39,7 @@ class ExitCode:
     FAILED_DOCUMENTS = 1
     USAGE = 2
     HALTED = 3
+    CANCELLED = 4  # stopped by `durabatch cancel`: not resumed, unlike 75
     NOT_FINISHED = 75
 
 
@@ -60,6 +61,7 @@ class Reason(StrEnum):
     REFUSED = "model_refused"
     DELIVERY_REJECTED = "delivery_rejected"
     TARGET_EXISTS = "target_exists"
+    TARGET_PATH = "target_path"  # the delivery file's name or place does not work there
     ERROR = "error"
 
 

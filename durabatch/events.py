@@ -18,7 +18,16 @@ from decimal import Decimal
 from typing import Any
 
 from durabatch import money
-from durabatch.store.records import DeliveryStatus, DocStatus, Event, RunStatus, Step, StepStatus
+from durabatch.store.records import (
+    UNDOABLE,
+    DeliveryStatus,
+    DocStatus,
+    Event,
+    RunStatus,
+    Step,
+    StepStatus,
+    delivers,
+)
 
 
 @dataclass
@@ -71,13 +80,16 @@ def _snapshot(state: State, event: Event) -> None:
         for doc_id, name, fields in data["steps"]
     }
     state.partials = {(doc_id, name, idx): out for doc_id, name, idx, out in data["partials"]}
-    state.deliveries = {delivery_id: dict(d) for delivery_id, d in data["deliveries"]}
+    state.deliveries = {
+        delivery_id: {**d, "made_dirs": tuple(d.get("made_dirs", ()))}
+        for delivery_id, d in data["deliveries"]
+    }
     state.anomalies = list(data["anomalies"])
 
 
 def _run_created(state: State, event: Event) -> None:
-    delivers = bool(event.data["settings"].get("deliver_to"))
-    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False, deliver=delivers)
+    state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False,
+                     deliver=delivers(event.data["settings"]))  # fmt: skip
 
 
 def _discovered(state: State, event: Event) -> None:
@@ -97,7 +109,8 @@ def _discovery_finished(state: State, event: Event) -> None:
 
 
 def _session_started(state: State, event: Event) -> None:
-    state.run["status"] = RunStatus.RUNNING
+    if not event.data.get("side"):  # a session that only delivers or withdraws keeps it
+        state.run["status"] = RunStatus.RUNNING
 
 
 def _session_lost(state: State, event: Event) -> None:
@@ -207,30 +220,51 @@ def _document_finished(state: State, event: Event) -> None:
         doc["step"] = None
 
 
-def _delivered(state: State, event: Event) -> None:
-    """A side effect happened (or happened again, after it had been withdrawn)."""
+def _delivery(event: Event, status: DeliveryStatus) -> dict[str, Any]:
     data = event.data
-    state.deliveries[data["delivery"]] = {
+    return {
         "doc_id": event.doc_id, "target": data["target"], "kind": data["kind"],
         "location": data["location"], "sha256": data["sha256"], "key": data["key"],
-        "receiver_id": data["receiver_id"], "status": DeliveryStatus.DELIVERED, "undo": None,
+        "receiver_id": data["receiver_id"], "status": status, "undo": None,
+        "compensate_url": data.get("compensate_url"),
+        "made_dirs": tuple(data.get("made_dirs", ())),
     }  # fmt: skip
+
+
+def _delivery_started(state: State, event: Event) -> None:
+    """A side effect is about to happen: from here on it may have happened."""
+    state.deliveries[event.data["delivery"]] = _delivery(event, DeliveryStatus.DELIVERING)
+
+
+def _delivered(state: State, event: Event) -> None:
+    """A side effect happened (or happened again, after it had been withdrawn)."""
+    state.deliveries[event.data["delivery"]] = _delivery(event, DeliveryStatus.DELIVERED)
+
+
+def _delivery_refused(state: State, event: Event) -> None:
+    delivery = state.deliveries[event.data["delivery"]]
+    delivery.update(status=DeliveryStatus.REFUSED, undo=event.data["why"])
 
 
 def _delivery_undone(state: State, event: Event) -> None:
     delivery = state.deliveries.get(event.data["delivery"])
-    if delivery is None or delivery["status"] != DeliveryStatus.DELIVERED:
+    if delivery is None or delivery["status"] not in UNDOABLE:
         state.anomalies.append(f"event {event.seq}: undid a delivery that was not delivered")
         return
     delivery.update(status=event.data["status"], undo=event.data["undo"])
 
 
 def _cancel_requested(state: State, event: Event) -> None:
-    """The run's owner is asked to stop; the run becomes cancelled when a session ends."""
+    """The run's owner is asked to stop; the run becomes cancelled when a session ends,
+    or at once when nobody owned it."""
+    if "status" in event.data:
+        state.run["status"] = event.data["status"]
 
 
 _HANDLERS: dict[str, Callable[[State, Event], None]] = {
+    "delivery_started": _delivery_started,
     "delivered": _delivered,
+    "delivery_refused": _delivery_refused,
     "delivery_undone": _delivery_undone,
     "cancel_requested": _cancel_requested,
     "snapshot": _snapshot,

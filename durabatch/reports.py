@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from durabatch import money
-from durabatch.deliver import SIDE_SESSION as SIDE
 from durabatch.errors import UsageError
 from durabatch.store import Store
+from durabatch.store.records import SIDE_SESSION as SIDE
 from durabatch.store.records import Document, Run, RunStatus, Step, StepState
 
 MAX_FAILURES_LISTED = 100

@@ -1,26 +1,39 @@
 """Where results go: a folder or a webhook, and how each delivery is undone.
 
-A target ``publish``-es one document's result and ``withdraw``-s it again, and
-both are safe to repeat, because a crash between a side effect and its
-checkpoint makes the next session do it again:
+A target ``plan``-s a delivery (where it goes, its hash and key, the folders it will
+create: all written down as ``delivering`` before anything happens), ``publish``-es it
+and ``withdraw``-s it again. Both are safe to repeat, because a crash between a side
+effect and its checkpoint makes the next session do it again:
 
-- a folder gets one file per document, written under a temporary name, fsynced
-  and renamed into place (a reader never sees half a file). A file already
-  holding exactly these bytes was written by an earlier attempt and is kept; a
-  file with other bytes is never overwritten, since its undo could not bring
-  it back. Withdrawing removes the file only if it still holds what was written.
+- a folder gets one file per document, written to a private temporary file of its
+  own, fsynced and hard-linked to its name, which fails if the name is taken (a
+  reader never sees half a file; two writers never share a temporary file). A file
+  already holding exactly these bytes was written by an earlier attempt and is kept;
+  a file with other bytes is never overwritten, since its undo could not bring it
+  back. A file name the file system refuses (too long, a folder in the way) fails
+  that document; a folder that cannot be written (permissions, space) halts the run.
+  Withdrawing removes the file only if it still holds what was written, then the
+  folders the delivery created, if they are empty.
 - a webhook gets a POST with an ``Idempotency-Key`` that the same document and
   content always get again, so the receiver recognises a repeated call; 2xx and
   409 ("already have it") are success, 5xx, 429 and timeouts are retried under
-  the model calls' policy, another 4xx fails the document's delivery. Withdrawing
-  sends DELETE (404 and 410 mean it is gone already).
+  the model calls' policy (a drain stops the retries: the step runs again on
+  resume), 401/403/404/405 halt the run (the URL or credentials are wrong for every
+  document), another 4xx fails the document's delivery. Withdrawing sends DELETE to
+  a URL naming the one delivery (404 and 410 mean it is gone already), with an
+  Idempotency-Key of its own; with no such URL the undo is ``undo_failed`` and says
+  which ``--compensate-url`` to give.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol, TypeVar
 from urllib.parse import quote, urlsplit
@@ -28,6 +41,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from durabatch.errors import (
+    Cancelled,
     DocumentError,
     HaltError,
     Reason,
@@ -40,7 +54,22 @@ from durabatch.store.records import Delivered, Delivery, DeliveryStatus
 
 USER_AGENT = "durabatch"
 MAX_MESSAGE = 300
-GONE = (404, 410)  # a withdrawal finds nothing to remove: it is withdrawn
+GONE = (404, 410)  # DELETE of a URL naming one item finds nothing: it is withdrawn
+# a POST answered so would fail for every document: the URL or the credentials are wrong
+WRONG_ENDPOINT = (401, 403, 404, 405)
+# errors of the folder itself (permissions, space): every document would fail the same way
+FOLDER_HALTS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
+                          errno.EIO})  # fmt: skip
+# errors of one document's file name or of what is in its way: that document fails
+NAME_PROBLEMS = {
+    errno.ENAMETOOLONG: "the file name is too long for this file system",
+    errno.EISDIR: "a folder is in the way",
+    errno.ENOTDIR: "a file is in the way of one of its folders",
+    errno.EEXIST: "something else is in the way",
+    errno.ELOOP: "a symbolic link loop is in the way",
+    errno.EINVAL: "the file system does not accept this file name",
+    errno.EILSEQ: "the file system does not accept this file name's characters",
+}
 T = TypeVar("T")
 
 
@@ -48,8 +77,10 @@ class Target(Protocol):
     kind: str
     spec: str
 
-    def publish(self, name: str, body: bytes, key: str) -> Delivered: ...
-    def withdraw(self, delivery: Delivery) -> tuple[DeliveryStatus, str]: ...
+    def plan(self, name: str, body: bytes, key: str) -> Delivered: ...
+    def publish(self, planned: Delivered, body: bytes) -> Delivered: ...
+    def withdraw(self, delivery: Delivery,
+                 template: str | None = None) -> tuple[DeliveryStatus, str]: ...  # fmt: skip
     def close(self) -> None: ...
 
 
@@ -97,49 +128,90 @@ class Folder:
         self.root = root
 
     def path_for(self, name: str) -> Path:
-        """``in/a.pdf`` -> ROOT/in/a.pdf.json; never outside ROOT, whatever the name."""
+        """``in/a.pdf`` -> ROOT/in/a.pdf.json; never outside ROOT, whatever the name.
+
+        ``..`` becomes ``...``, and a real name of only dots gets one dot more, so no two
+        document paths share a file."""
         parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("/", ".")]
-        parts = ["__" if p == ".." else p for p in parts] or ["document"]
+        parts = [p + "." if set(p) == {"."} else p for p in parts] or ["document"]
         return self.root.joinpath(*parts[:-1], parts[-1] + ".json")
 
-    def publish(self, name: str, body: bytes, key: str) -> Delivered:
+    def plan(self, name: str, body: bytes, key: str) -> Delivered:
+        """Where the file goes, and the folders it will create (known before writing)."""
         path = self.path_for(name)
-        digest = sha256_of(body)
         try:
-            if not _holds(path, digest):
-                _write_new(path, body)
+            missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()
+                       and (d == self.root or self.root in d.parents)]  # fmt: skip
         except OSError as exc:
-            raise HaltError(
-                f"cannot write to the delivery folder {self.root}: {exc.strerror or exc}; "
-                "fix its permissions or free disk space, then `durabatch resume`"
-            ) from exc
-        return Delivered(self.spec, self.kind, str(path), digest, key)
+            raise _folder_error(path, exc) from exc
+        made = tuple(str(d) for d in missing)  # deepest first: the order they are removed in
+        return Delivered(self.spec, self.kind, str(path), sha256_of(body), key, made_dirs=made)
 
-    def withdraw(self, delivery: Delivery) -> tuple[DeliveryStatus, str]:
+    def publish(self, planned: Delivered, body: bytes) -> Delivered:
+        path = Path(planned.location)
+        try:
+            if not _holds(path, planned.sha256):
+                _write_new(path, body, planned.sha256)
+        except OSError as exc:
+            raise _folder_error(path, exc) from exc
+        return planned
+
+    def withdraw(self, delivery: Delivery,
+                 template: str | None = None) -> tuple[DeliveryStatus, str]:  # fmt: skip
         path = Path(delivery.location)
         try:
             if not path.exists():
-                return DeliveryStatus.WITHDRAWN, "already gone"
-            if sha256_of(path.read_bytes()) != delivery.sha256:
+                status, text = DeliveryStatus.WITHDRAWN, "already gone"
+            elif sha256_of(path.read_bytes()) != delivery.sha256:
                 return DeliveryStatus.LEFT, "changed since it was delivered: left in place"
-            path.unlink()
-            _fsync_dir(path.parent)
+            else:
+                path.unlink()
+                _fsync_dir(path.parent)
+                status, text = DeliveryStatus.WITHDRAWN, "file removed"
         except OSError as exc:
-            raise HaltError(
-                f"cannot remove {path}: {exc.strerror or exc}; fix the folder's permissions, "
-                "then run the same command again"
-            ) from exc
-        return DeliveryStatus.WITHDRAWN, "file removed"
+            if exc.errno in FOLDER_HALTS:
+                raise HaltError(
+                    f"cannot remove {path}: {exc.strerror or exc}; fix the folder's "
+                    "permissions, then run the same command again"
+                ) from exc
+            return DeliveryStatus.UNDO_FAILED, f"cannot remove {path}: {exc.strerror or exc}"
+        remove_empty(delivery.made_dirs)
+        return status, text
 
     def close(self) -> None:
         pass
 
 
+def remove_empty(folders: Iterable[str]) -> None:
+    """Remove folders a delivery created, deepest first, those that are empty now."""
+    for folder in sorted(folders, key=lambda f: f.count(os.sep), reverse=True):
+        with contextlib.suppress(OSError):  # not empty (someone else's file), or gone
+            os.rmdir(folder)
+
+
+def _folder_error(path: Path, exc: OSError) -> Exception:
+    """A problem of this document's file is its own failure; one of the folder halts."""
+    problem = NAME_PROBLEMS.get(exc.errno or 0)
+    if problem is None or exc.errno in FOLDER_HALTS:
+        return HaltError(
+            f"cannot write to the delivery folder {path.parent}: {exc.strerror or exc}; fix "
+            "its permissions or free disk space, then `durabatch resume`"
+        )
+    return DocumentError(
+        Reason.TARGET_PATH,
+        f"cannot write {path}: {problem} ({exc.strerror or exc}); move what is in the way "
+        "or rename the document, or deliver the run to another folder: "
+        "`durabatch deliver RUN_ID --to FOLDER`",
+    )
+
+
 def _holds(path: Path, digest: str) -> bool:
     """Does the file exist with exactly these bytes? Other bytes are never replaced."""
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return False
-    if sha256_of(path.read_bytes()) == digest:
+    if sha256_of(data) == digest:
         return True
     raise DocumentError(
         Reason.TARGET_EXISTS,
@@ -149,20 +221,24 @@ def _holds(path: Path, digest: str) -> bool:
     )
 
 
-def _write_new(path: Path, body: bytes) -> None:
-    """Temporary name, fsync, rename, fsync the folder: whole or absent, never half."""
+def _write_new(path: Path, body: bytes, digest: str) -> None:
+    """A private temporary file of its own, fsynced, then linked to the file's name, which
+    fails if the name is taken: whole or absent, never half, never replacing a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # one fixed temporary name per file: a crash leaves at most one, the next attempt reuses it
-    temporary = path.with_name(f".{path.name}.durabatch-tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd, temporary = tempfile.mkstemp(prefix=".durabatch-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(body)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, path)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another writer got there first: the same bytes are fine
+            if not _holds(path, digest):
+                raise
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     _fsync_dir(path.parent)
 
 
@@ -172,6 +248,12 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def undo_key(key: str) -> str:
+    """The withdrawal's own Idempotency-Key: the POST's would make a receiver that
+    remembers keys (Stripe-style middleware) replay the POST's answer, not delete."""
+    return hashlib.sha256(f"{key}:withdraw".encode()).hexdigest()[:32]
 
 
 class Webhook:
@@ -187,23 +269,40 @@ class Webhook:
             timeout=httpx.Timeout(read, connect=connect), headers={"User-Agent": USER_AGENT}
         )
 
-    def publish(self, name: str, body: bytes, key: str) -> Delivered:
-        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    def plan(self, name: str, body: bytes, key: str) -> Delivered:
+        return Delivered(self.spec, self.kind, self.spec, sha256_of(body), key,
+                         compensate_url=self.compensate_url)  # fmt: skip
+
+    def publish(self, planned: Delivered, body: bytes) -> Delivered:
+        headers = {"Idempotency-Key": planned.key, "Content-Type": "application/json"}
 
         def attempt(number: int) -> Delivered:
+            if number > 1 and self.policy.cancelled():  # a drain began in the wait
+                raise Cancelled("the run is stopping; the delivery was not tried again")
             reply = self._send("POST", self.spec, headers, body)
             if reply.is_success or reply.status_code == 409:
-                return Delivered(self.spec, self.kind, self.spec, sha256_of(body), key,
-                                 _receiver_id(reply), reply.status_code)  # fmt: skip
+                return replace(planned, receiver_id=_receiver_id(reply),
+                               http_status=reply.status_code)  # fmt: skip
+            if reply.status_code in WRONG_ENDPOINT:
+                raise HaltError(
+                    f"{_refusal(self.spec, reply, 'POST ')}: every document's delivery would "
+                    "fail; check the webhook URL and the receiver's credentials, then "
+                    "`durabatch resume` (for a re-delivery, run it again)"
+                )
             raise DocumentError(Reason.DELIVERY_REJECTED, _refusal(self.spec, reply))
 
-        return self._retried(attempt, f"delivering {name}")
+        return self._retried(attempt, f"delivering {planned.location}")
 
-    def withdraw(self, delivery: Delivery) -> tuple[DeliveryStatus, str]:
-        url = self.undo_url(delivery)
-        headers = {"Idempotency-Key": delivery.key}
+    def withdraw(self, delivery: Delivery,
+                 template: str | None = None) -> tuple[DeliveryStatus, str]:  # fmt: skip
+        url, why = self.undo_url(delivery, template)
+        if url is None:
+            return DeliveryStatus.UNDO_FAILED, why
+        headers = {"Idempotency-Key": undo_key(delivery.key)}
 
         def attempt(number: int) -> tuple[DeliveryStatus, str]:
+            if number > 1 and self.policy.cancelled():
+                raise Cancelled("stopping; the withdrawal was not tried again")
             reply = self._send("DELETE", url, headers, None)
             if reply.is_success or reply.status_code in GONE:
                 return DeliveryStatus.WITHDRAWN, f"DELETE {url}: {reply.status_code}"
@@ -211,13 +310,26 @@ class Webhook:
 
         return self._retried(attempt, f"withdrawing {delivery.location}")
 
-    def undo_url(self, delivery: Delivery) -> str:
-        """--compensate-url with {id} and {key} filled in; else the webhook's URL, plus
-        /ID when the receiver answered with an id."""
+    def undo_url(self, delivery: Delivery, fallback: str | None = None) -> tuple[str | None, str]:
+        """The URL naming this one delivery at the receiver: the delivery's own
+        --compensate-url (else ``fallback``) with {id} and {key} filled in, else the
+        webhook's URL plus /ID when the receiver answered with an id. Never the URL that
+        was posted to: a DELETE there names the whole collection, and its 404 proves
+        nothing. None (with why) when no such URL is known."""
+        template = delivery.compensate_url or fallback
         rid = quote(delivery.receiver_id or "", safe="")
-        if self.compensate_url:
-            return self.compensate_url.replace("{id}", rid).replace("{key}", delivery.key)
-        return f"{delivery.location.rstrip('/')}/{rid}" if rid else delivery.location
+        if template and (rid or "{id}" not in template):
+            return template.replace("{id}", rid).replace("{key}", delivery.key), ""
+        if not template and rid:
+            return f"{delivery.location.rstrip('/')}/{rid}", ""
+        maybe = (" (the process stopped before the receiver answered, so it may hold it)"
+                 if delivery.status == DeliveryStatus.DELIVERING else "")  # fmt: skip
+        return None, (
+            f"{delivery.location} gave no id for this delivery{maybe}, so there is no URL "
+            "naming it to DELETE; give the receiver's delete URL with {key} (the delivery's "
+            f"Idempotency-Key): `durabatch cancel {delivery.run_id} --compensate "
+            f"--compensate-url '{delivery.location.rstrip('/')}/{{key}}'`"
+        )
 
     def _send(self, method: str, url: str, headers: dict[str, str],
               body: bytes | None) -> httpx.Response:  # fmt: skip
@@ -238,6 +350,8 @@ class Webhook:
         try:
             return self.policy.call(attempt)
         except RetryableError as exc:
+            if self.policy.cancelled():  # a drain, not an outage: it runs again on resume
+                raise Cancelled(f"{what}: stopped while retrying ({exc})") from exc
             raise TargetUnavailable(
                 f"{what}: the webhook kept failing ({exc}); nothing is lost: run the same "
                 "command again (for a run, `durabatch resume`) when it answers"
@@ -253,10 +367,10 @@ def _receiver_id(reply: httpx.Response) -> str | None:
         data = reply.json()
     except ValueError:
         data = None
-    if isinstance(data, dict) and isinstance(data.get("id"), str | int):
+    if isinstance(data, dict) and isinstance(data.get("id"), str | int) and str(data["id"]):
         return str(data["id"])
     location = reply.headers.get("location")
-    return location.rstrip("/").rsplit("/", 1)[-1] if location else None
+    return (location.rstrip("/").rsplit("/", 1)[-1] or None) if location else None
 
 
 def _refusal(url: str, reply: httpx.Response, method: str = "") -> str:

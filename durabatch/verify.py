@@ -14,7 +14,7 @@ DOC_FIELDS = ("path", "status", "step", "reason", "error", "sha256")
 STEP_FIELDS = ("status", "attempts", "output", "artifact", "input_tokens", "output_tokens",
                "cost_usd", "unpriced_calls", "cache_key", "cached_from", "saved_usd")  # fmt: skip
 DELIVERY_FIELDS = ("doc_id", "target", "kind", "location", "sha256", "key", "receiver_id",
-                   "status", "undo")  # fmt: skip
+                   "status", "undo", "compensate_url", "made_dirs")  # fmt: skip
 MAX_REPORTED = 50
 
 

@@ -7,9 +7,12 @@
 
 By default it behaves like an idempotent receiver: a POST with a new
 ``Idempotency-Key`` is stored and answered 201 ``{"id": ...}``; a key it has seen
-is answered 409 with the same id; ``DELETE /ID`` removes the item (404 when it is
-not there). Each request is recorded (method, path, headers, JSON body) the
-moment it arrives, before any reply, so a test can kill the client mid-call.
+is answered 409 with the same id; ``DELETE /ID`` and ``DELETE /by-key/KEY`` remove
+the item (404 when it is not there). ``FakeHook(ids=False)`` answers POSTs with no
+id. Like Stripe-style idempotency middleware, any request carrying a key a POST
+carried is answered with that POST's reply (201) and does nothing else. Each request
+is recorded (method, path, headers, JSON body) the moment it arrives, before any
+reply, so a test can kill the client mid-call.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class FakeHook:
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> body
     keys: dict[str, str] = field(default_factory=dict)  # Idempotency-Key -> id
     held: list[str] = field(default_factory=list)  # POSTs whose body mentions these hang
+    ids: bool = True  # answer a POST with the id of what it stored
     _scripts: dict[str, deque[Reply]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closing: threading.Event = field(default_factory=threading.Event)
@@ -104,6 +108,8 @@ class FakeHook:
             self.requests.append(request)
             scripted = self._scripts.get(method)
             reply = scripted.popleft() if scripted else None
+        if reply is None and method != "POST" and request["key"] in self.keys:
+            reply = Reply(201, {"id": self.keys[request["key"]]})  # the POST's, replayed
         if reply is None:
             reply = self._post(request) if method == "POST" else self._delete(request)
         held = any(text in raw + handler.path for text in self.held)
@@ -116,15 +122,18 @@ class FakeHook:
         key = request["key"] or ""
         with self._lock:
             if key in self.keys:
-                return Reply(409, {"id": self.keys[key], "error": "already have it"})
+                answer = {"id": self.keys[key]} if self.ids else {}
+                return Reply(409, {**answer, "error": "already have it"})
             item = f"item-{len(self.keys) + 1}"
             self.keys[key] = item
             self.stored[item] = request["json"]
-        return Reply(201, {"id": item})
+        return Reply(201, {"id": item} if self.ids else {})
 
     def _delete(self, request: dict[str, Any]) -> Reply:
-        item = request["path"].rstrip("/").rsplit("/", 1)[-1]
+        parent, _, item = request["path"].rstrip("/").rpartition("/")
         with self._lock:
+            if parent.endswith("/by-key"):
+                item = self.keys.get(item, "")
             if self.stored.pop(item, None) is None:
                 return Reply(404, {"error": "no such item"})
         return Reply(204)

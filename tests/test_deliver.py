@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from durabatch.targets import Folder
 DONE = 8  # of the 9 sample documents; the broken PDF fails
 FAILED = 1  # exit code: finished, some documents failed
 NOT_FINISHED = 75
+CANCELLED = 4  # a run stopped by `durabatch cancel`
+HALTED = 3
 HELD = "kestrel_roadmap"  # the document whose delivery the receiver holds
 
 
@@ -111,22 +115,30 @@ def test_a_crash_leftover_is_never_seen_and_another_file_is_never_replaced(
     folder = Folder(str(tmp_path), tmp_path)
     target = folder.path_for("in/a.txt")
     target.parent.mkdir(parents=True)
-    leftover = target.with_name(f".{target.name}.durabatch-tmp")
+    leftover = target.with_name(".durabatch-killed.tmp")
     leftover.write_bytes(b'{"half": ')  # a writer killed mid-write left this
-    done = folder.publish("in/a.txt", b'{"whole": true}\n', "k1")
+    body = b'{"whole": true}\n'
+    done = publish(folder, "in/a.txt", body, "k1")
     assert json.loads(target.read_bytes()) == {"whole": True}
-    assert not leftover.exists()
-    assert folder.publish("in/a.txt", b'{"whole": true}\n', "k1") == done  # repeat: no-op
+    assert sorted(p.name for p in target.parent.iterdir()) == [leftover.name, target.name]
+    assert publish(folder, "in/a.txt", body, "k1") == done  # repeat: no-op
     with pytest.raises(DocumentError) as refused:
-        folder.publish("in/a.txt", b'{"other": 1}\n', "k2")
+        publish(folder, "in/a.txt", b'{"other": 1}\n', "k2")
     assert refused.value.reason == Reason.TARGET_EXISTS
     assert json.loads(target.read_bytes()) == {"whole": True}
-    assert folder.path_for("../../etc/passwd") == tmp_path / "__" / "__" / "etc" / "passwd.json"
+    assert folder.path_for("../../etc/passwd") == tmp_path / "..." / "..." / "etc" / "passwd.json"
+    # no real path maps where `..` does: a folder named `...` gets a dot more
+    assert folder.path_for(".../etc/passwd") == tmp_path / "...." / "etc" / "passwd.json"
+    assert folder.path_for("__/etc/passwd") == tmp_path / "__" / "etc" / "passwd.json"
+
+
+def publish(folder: Folder, name: str, body: bytes, key: str) -> Delivered:
+    return folder.publish(folder.plan(name, body, key), body)
 
 
 def test_withdrawing_a_file_leaves_one_changed_since(tmp_path: Path) -> None:
     folder = Folder(str(tmp_path), tmp_path)
-    done = folder.publish("a.txt", b"ours\n", "k")
+    done = publish(folder, "a.txt", b"ours\n", "k")
     delivery = Delivery(**vars(done))
     (tmp_path / "a.txt.json").write_bytes(b"edited by someone\n")
     assert folder.withdraw(delivery)[0] == "left"
@@ -146,6 +158,7 @@ def test_on_failure_compensate_withdraws_everything_the_run_delivered(ws: Worksp
     assert proc.popen.returncode == FAILED, proc.describe()
     run_id = run_id_of(proc)
     assert files_under(ws.root / "out") == before
+    assert [p.name for p in (ws.root / "out").iterdir()] == ["theirs.txt"]  # no empty in/
     assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn"}
     assert len(event_types(ws, "delivery_undone")) == DONE
     assert_verified(ws, run_id)
@@ -238,7 +251,9 @@ def test_cancel_compensate_removes_exactly_what_was_delivered(
     assert sorted(r["path"] for r in hook.deletes()) == sorted(
         f"/hook/{item}" for item in hook.keys.values()
     )
-    assert files_under(ws.root / "out") == {}
+    assert not (ws.root / "out").exists()  # the folders the delivery created are gone too
+    # the DELETE has a key of its own: the POST's would be answered with the POST's 201
+    assert not {r["key"] for r in hook.deletes()} & {r["key"] for r in hook.posts()}
     assert len(event_types(ws, "delivery_undone")) == 2 * DONE
     assert_verified(ws, run_id)
     cost = json.loads(ws.cli("cost", run_id, "--json").stdout)
@@ -279,7 +294,8 @@ def test_cancel_tells_a_live_run_to_drain(ws: Workspace, hook: FakeHook) -> None
     run_id = ws.run_ids()[0]
     cancelled = ws.cli("cancel", run_id)
     assert cancelled.popen.returncode == 0, cancelled.describe()
-    assert proc.wait(30) == NOT_FINISHED, proc.describe()
+    assert proc.wait(30) == CANCELLED, proc.describe()  # not 75: it is never resumed
+    assert "was cancelled and is not resumed" in proc.stderr
     assert ws.status(run_id)["status"] == "cancelled"
     assert_verified(ws, run_id)
 
@@ -302,3 +318,221 @@ def test_usage_errors_say_what_to_do(ws: Workspace, args: tuple[str, ...], words
     proc = ws.cli(*args)
     assert proc.popen.returncode == 2, proc.describe()
     assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- defects found in review ------------------------------------------------------------
+
+
+def test_a_second_run_over_the_same_files_delivers_again(ws: Workspace, hook: FakeHook) -> None:
+    """The cache answers model steps only: a delivery is a side effect of each run."""
+    for folder in ("out1", "out2"):
+        proc = ws.cli("run", "in", "--deliver-to", folder)
+        assert proc.popen.returncode == FAILED, proc.describe()
+        assert len(files_under(ws.root / folder)) == DONE
+    first = ws.cli("run", "in", "--deliver-to", hook.url)
+    assert first.popen.returncode == FAILED, first.describe()
+    assert len(hook.posts()) == DONE
+    second = ws.cli("run", "in", "--deliver-to", hook.url)
+    assert second.popen.returncode == FAILED, second.describe()
+    assert len(hook.posts()) == 2 * DONE and len(hook.stored) == 2 * DONE
+    cached = query(ws.db, "SELECT COUNT(*) FROM steps WHERE step = 'deliver'"
+                   " AND (cached_from IS NOT NULL OR cache_key IS NOT NULL)")  # fmt: skip
+    assert cached[0][0] == 0
+    assert_verified(ws, run_id_of(second))
+
+
+@pytest.mark.parametrize("stop", ["grace ends", "kill -9"])
+def test_a_delivery_cut_off_before_its_checkpoint_is_still_withdrawn(
+    ws: Workspace, hook: FakeHook, stop: str
+) -> None:
+    """The receiver holds one POST; the run stops before its answer (the grace ends, or
+    kill -9). The delivery was written down before it was sent, so compensation undoes it."""
+    hook.hold(HELD)
+    by_key = f"{hook.url}/by-key/{{key}}"
+    proc = ws.spawn("run", "in", "--deliver-to", hook.url, "--grace", "1",
+                    "--compensate-url", by_key)  # fmt: skip
+    wait_until(lambda: bool(hook.posts(HELD)), proc)
+    if stop == "kill -9":
+        proc.popen.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL
+    else:
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == NOT_FINISHED, proc.describe()
+    run_id = ws.run_ids()[0]
+    by_key = {r["idempotency_key"]: r for r in deliveries(ws, run_id)}
+    assert by_key[hook.posts(HELD)[0]["key"]]["status"] == "delivering"  # written down first
+
+    cancelled = ws.cli("cancel", run_id, "--compensate")
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    assert hook.stored == {}
+    assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn"}
+    assert_verified(ws, run_id)
+
+
+def test_a_cancel_killed_mid_compensation_is_never_resumed(ws: Workspace, hook: FakeHook) -> None:
+    run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
+    stuck = [r["receiver_id"] for r in reversed(deliveries(ws, run_id))][2]
+    hook.hold(f"/{stuck}")
+    proc = ws.spawn("cancel", run_id, "--compensate")
+    wait_until(lambda: any(r["path"].endswith(f"/{stuck}") for r in hook.deletes()), proc)
+    proc.popen.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    hook.release()
+    assert ws.status(run_id)["status"] == "cancelled"
+    cron = ws.cli("resume")  # cron's plain resume: the latest unfinished run
+    assert cron.popen.returncode == 0, cron.describe()
+    assert "nothing to resume" in cron.stderr
+    named = ws.cli("resume", run_id)
+    assert named.popen.returncode == 2 and "was cancelled" in named.stderr
+    assert ws.status(run_id)["status"] == "cancelled"
+    again = ws.cli("cancel", run_id, "--compensate")
+    assert again.popen.returncode == 0, again.describe()
+    assert hook.stored == {} and ws.status(run_id)["status"] == "cancelled"
+    assert_verified(ws, run_id)
+
+
+def test_a_receiver_without_ids_never_gets_delete_on_its_post_url(ws: Workspace) -> None:
+    """No id, no --compensate-url: undo_failed, exit 1, until the URL is given; each
+    retry of compensation tries the failed ones again."""
+    with FakeHook(ids=False) as hook:
+        run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
+        first = ws.cli("cancel", run_id, "--compensate", "--json")
+        assert first.popen.returncode == FAILED, first.describe()
+        assert json.loads(first.stdout)["deliveries"] == {"undo_failed": DONE}
+        assert "--compensate-url" in first.stderr and "{key}" in first.stderr
+        assert hook.deletes() == [] and len(hook.stored) == DONE
+        second = ws.cli("cancel", run_id, "--compensate")
+        assert second.popen.returncode == FAILED, second.describe()
+        given = ws.cli("cancel", run_id, "--compensate", "--compensate-url",
+                       f"{hook.url}/by-key/{{key}}")  # fmt: skip
+        assert given.popen.returncode == 0, given.describe()
+        assert hook.stored == {}
+        assert len(hook.deletes()) == DONE
+        assert not {r["key"] for r in hook.deletes()} & {r["key"] for r in hook.posts()}
+    assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn"}
+    assert_verified(ws, run_id)
+
+
+def test_an_id_template_without_an_id_names_nothing() -> None:
+    from durabatch.models.retry import RetryPolicy
+    from durabatch.targets import Webhook
+
+    hook = Webhook("http://127.0.0.1:9/hook", RetryPolicy(), (1.0, 1.0))
+    try:
+        made = Delivery("http://127.0.0.1:9/hook", "webhook", "http://127.0.0.1:9/hook", "s",
+                        "k", compensate_url="http://127.0.0.1:9/hook/{id}", run_id="r")  # fmt: skip
+        assert hook.withdraw(made)[0] == "undo_failed"  # no request: port 9 is never asked
+        url, _ = hook.undo_url(replace(made, compensate_url="http://127.0.0.1:9/x/{key}"))
+        assert url == "http://127.0.0.1:9/x/k"
+    finally:
+        hook.close()
+
+
+def test_a_redelivery_is_withdrawn_by_its_own_url(ws: Workspace, hook: FakeHook) -> None:
+    """--compensate-url belongs to the deliveries made with it, not to every webhook."""
+    with FakeHook() as other:
+        run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url,
+                                  "--compensate-url", f"{hook.url}/by-key/{{key}}"))  # fmt: skip
+        again = ws.cli("deliver", run_id, "--to", other.url)
+        assert again.popen.returncode == 0, again.describe()
+        cancelled = ws.cli("cancel", run_id, "--compensate")
+        assert cancelled.popen.returncode == 0, cancelled.describe()
+        assert hook.stored == {} and other.stored == {}
+        assert all("/by-key/" in r["path"] for r in hook.deletes())
+        assert sorted(r["path"] for r in other.deletes()) == sorted(
+            f"/hook/{item}" for item in other.keys.values())  # fmt: skip
+    assert_verified(ws, run_id)
+
+
+def test_a_file_name_too_long_fails_that_document_only(ws: Workspace) -> None:
+    legal = "a" * 232 + ".txt"  # 236 bytes: its .json (241) is a legal name
+    too_long = "b" * 251 + ".txt"  # 255 bytes: its .json is not
+    for name in (legal, too_long):
+        (ws.root / "in" / name).write_text("Ada Lovelace met Charles Babbage in London.\n" * 5)
+    proc = ws.cli("run", "in", "--deliver-to", "out")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    out = files_under(ws.root / "out")
+    assert len(out) == DONE + 1 and f"in/{legal}.json" in out
+    failures = {f["path"]: f for f in ws.status(run_id)["failures"]}
+    assert failures[f"in/{too_long}"]["reason"] == "target_path"
+    assert "too long" in failures[f"in/{too_long}"]["error"]
+    assert_verified(ws, run_id)
+
+
+@pytest.mark.parametrize("code", [401, 403, 404, 405])
+def test_a_post_refused_for_every_document_halts_the_run(
+    ws: Workspace, hook: FakeHook, code: int
+) -> None:
+    hook.script("POST", status(code, "no such hook or not yours"))
+    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--concurrency", "1")
+    assert proc.popen.returncode == HALTED, proc.describe()
+    assert "every document's delivery would fail" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run_id = run_id_of(proc)
+    report = ws.status(run_id)
+    assert report["status"] == "halted" and report["documents"]["failed"] == 1  # the bad PDF
+    assert_verified(ws, run_id)
+
+
+def test_a_drain_while_the_webhook_is_retried_is_an_interruption(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    hook.script("POST", *[status(503)] * 500)
+    env = {"DURABATCH_RETRY_ATTEMPTS": "1000", "DURABATCH_RETRY_SECONDS": "3600"}
+    proc = ws.spawn("run", "in", "--deliver-to", hook.url, env=env)
+    wait_until(lambda: bool(hook.posts()), proc)
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == NOT_FINISHED, proc.describe()
+    run_id = ws.run_ids()[0]
+    assert ws.status(run_id)["status"] == "interrupted"  # not paused: nobody is down
+    assert "kept failing" not in proc.stderr
+    assert_verified(ws, run_id)
+
+
+def test_two_writers_of_one_file_never_share_or_replace_it(tmp_path: Path) -> None:
+    for round_ in range(30):
+        folder = Folder(str(tmp_path / str(round_)), tmp_path / str(round_))
+        won, refused = race(folder, [b'{"writer": 1}\n', b'{"writer": 2}\n'])
+        assert len(won) == 1 and refused == [Reason.TARGET_EXISTS]
+        assert files_under(folder.root) == {"in/a.txt.json": won[0]}  # no temporary left
+
+
+def race(folder: Folder, bodies: list[bytes]) -> tuple[list[bytes], list[Reason]]:
+    """Each body published to the same name by its own thread, at once."""
+    won: list[bytes] = []
+    refused: list[Reason] = []
+    start = threading.Barrier(len(bodies))
+
+    def write(body: bytes) -> None:
+        start.wait()
+        try:
+            publish(folder, "in/a.txt", body, "k")
+            won.append(body)
+        except DocumentError as exc:
+            refused.append(exc.reason)
+
+    threads = [threading.Thread(target=write, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won, refused
+
+
+def test_compaction_keeps_a_run_with_deliveries_verified(ws: Workspace) -> None:
+    run_id = run_id_of(ws.cli("run", "in", "--deliver-to", "out", "--on-failure", "compensate"))
+    compacted = ws.cli("compact", run_id)
+    assert compacted.popen.returncode == 0, compacted.describe()
+    assert_verified(ws, run_id)
+    assert not (ws.root / "out").exists()  # the folder it created is gone with the files
+
+
+def test_a_delivery_folder_among_the_inputs_is_not_processed(ws: Workspace) -> None:
+    (ws.root / "in" / "out").mkdir()
+    (ws.root / "in" / "out" / "old.json.txt").write_text("a result of an earlier run\n")
+    proc = ws.cli("run", "in", "--deliver-to", "in/out")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    assert not any(path.startswith("in/out/") for path in ws.export(run_id))
+    assert ws.status(run_id)["documents"]["total"] == DONE + 1

@@ -10,7 +10,7 @@ from durabatch.artifacts import ArtifactStore
 from durabatch.config import Settings
 from durabatch.models.base import CallRecord, Provider
 from durabatch.sandbox import ParserPool
-from durabatch.store.records import CachedStep
+from durabatch.store.records import CachedStep, Delivered
 
 if TYPE_CHECKING:
     from durabatch.targets import Target
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 Checkpoint = Callable[[int, Any, Sequence[CallRecord]], None]
 # reuse(cache_key): an earlier step's answer for the same inputs, or None
 Reuse = Callable[[str], CachedStep | None]
+# intend(planned): commits a delivery as `delivering` before it happens (Cancelled in a drain)
+Intend = Callable[[Delivered], None]
 
 
 @dataclass(frozen=True)
@@ -30,3 +32,4 @@ class StepContext:
     checkpoint: Checkpoint
     reuse: Reuse | None = None  # None under --no-cache
     target: Target | None = None  # where the deliver step publishes; None without one
+    intend: Intend | None = None  # bound per step by the engine

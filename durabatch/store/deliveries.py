@@ -1,20 +1,24 @@
 """The side effects of runs in SQLite: each delivery, its undo, and a cancel request.
 
-A delivery made by a run's ``deliver`` step is written by ``complete_step`` in the
-step's own transaction (``_add_delivery``); a re-delivery and every undo are one
-transaction each, by the session that owns the run. Each writes its event, so
+A delivery is written down twice: as ``delivering`` before the side effect
+(``intend_delivery``: a crash after the POST or the file write, before the checkpoint,
+still leaves a record to undo), then as ``delivered`` by ``complete_step`` in the deliver
+step's own transaction (``_add_delivery``), or by ``record_delivery`` for a re-delivery.
+Every undo is one transaction, by the session that owns the run. Each writes its event, so
 ``durabatch verify`` rebuilds this table from the history like the others.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from durabatch.clock import now_iso
 from durabatch.errors import StoreError
-from durabatch.store.records import Delivered, Delivery, DeliveryStatus, Owner
+from durabatch.store.records import Delivered, Delivery, DeliveryStatus, Owner, RunStatus, Work
 
 
 class SQLiteDeliveries:
@@ -27,29 +31,77 @@ class SQLiteDeliveries:
                step: str | None = None) -> None:  # fmt: skip
         raise NotImplementedError  # the store's own
 
-    def _add_delivery(self, run_id: str, doc_id: int, done: Delivered) -> None:
-        """Inside a transaction: note a delivery (again, if it was withdrawn before)."""
-        now = now_iso()
+    def _check_running(self, owner: Owner, work: Work) -> None:
+        raise NotImplementedError  # the store's own
+
+    def _upsert_delivery(self, run_id: str, doc_id: int, done: Delivered,
+                         status: DeliveryStatus) -> int:  # fmt: skip
+        """Inside a transaction: the row of a delivery to ``target`` (a repeat, or one made
+        again after it was withdrawn, updates the same row); its id."""
         self.conn.execute(
             "INSERT INTO deliveries (run_id, doc_id, target, kind, location, sha256,"
-            " idempotency_key, receiver_id, http_status, delivered_at, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, doc_id, target)"
-            " DO UPDATE SET kind = excluded.kind, location = excluded.location,"
-            " sha256 = excluded.sha256, idempotency_key = excluded.idempotency_key,"
-            " receiver_id = excluded.receiver_id, http_status = excluded.http_status,"
-            " delivered_at = excluded.delivered_at, status = excluded.status, undo = NULL,"
-            " undone_at = NULL",
+            " idempotency_key, receiver_id, http_status, delivered_at, status, compensate_url,"
+            " made_dirs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_id, doc_id, target) DO UPDATE SET kind = excluded.kind,"
+            " location = excluded.location, sha256 = excluded.sha256,"
+            " idempotency_key = excluded.idempotency_key, receiver_id = excluded.receiver_id,"
+            " http_status = excluded.http_status, delivered_at = excluded.delivered_at,"
+            " status = excluded.status, compensate_url = excluded.compensate_url,"
+            " made_dirs = excluded.made_dirs, undo = NULL, undone_at = NULL",
             (run_id, doc_id, done.target, done.kind, done.location, done.sha256, done.key,
-             done.receiver_id, done.http_status, now, DeliveryStatus.DELIVERED),
+             done.receiver_id, done.http_status, now_iso(), status, done.compensate_url,
+             json.dumps(list(done.made_dirs))),
         )  # fmt: skip
         (delivery_id,) = self.conn.execute(
             "SELECT id FROM deliveries WHERE run_id = ? AND doc_id = ? AND target = ?",
             (run_id, doc_id, done.target),
         ).fetchone()
-        data = {"delivery": delivery_id, "target": done.target, "kind": done.kind,
-                "location": done.location, "sha256": done.sha256, "key": done.key,
-                "receiver_id": done.receiver_id, "http_status": done.http_status}  # fmt: skip
-        self._event(run_id, "delivered", data, doc_id)
+        return int(delivery_id)
+
+    def _add_delivery(self, run_id: str, doc_id: int, done: Delivered) -> None:
+        """Inside a transaction: the side effect happened; its intent row becomes
+        ``delivered`` (a row is made when there was none, as in databases of before)."""
+        delivery_id = self._upsert_delivery(run_id, doc_id, done, DeliveryStatus.DELIVERED)
+        self._event(run_id, "delivered", _data(delivery_id, done), doc_id)
+
+    def intend_delivery(self, owner: Owner, run_id: str, doc_id: int, planned: Delivered,
+                        work: Work | None = None) -> None:  # fmt: skip
+        """Before the side effect, in its own transaction: write down what is about to
+        be delivered (status ``delivering``), so that a process killed after the POST or
+        the file write, before its checkpoint, leaves a record that compensation undoes.
+        ``work``: the run's deliver step, which must still be this session's."""
+        with self._tx():
+            if work is not None:
+                self._check_running(owner, work)
+            else:
+                self._owned(owner, run_id)
+            delivery_id = self._upsert_delivery(run_id, doc_id, planned,
+                                                DeliveryStatus.DELIVERING)  # fmt: skip
+            self._event(run_id, "delivery_started", _data(delivery_id, planned), doc_id)
+
+    def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, target: str,
+                        why: str) -> None:  # fmt: skip
+        """A re-delivery the target refused: nothing was delivered, nothing to undo."""
+        with self._tx():
+            self._owned(owner, run_id)
+            self._refuse_delivery(run_id, doc_id, why, target)
+
+    def _refuse_delivery(self, run_id: str, doc_id: int, why: str,
+                         target: str | None = None) -> None:  # fmt: skip
+        """``target`` None: the run's own deliver step, the one delivery of the document
+        that can be in flight while the run is processed."""
+        rows = self.conn.execute(
+            "SELECT id FROM deliveries WHERE run_id = ? AND doc_id = ? AND status = ?"
+            " AND (? IS NULL OR target = ?)",
+            (run_id, doc_id, DeliveryStatus.DELIVERING, target, target),
+        ).fetchall()
+        for (delivery_id,) in rows:
+            self.conn.execute(
+                "UPDATE deliveries SET status = ?, undo = ? WHERE id = ?",
+                (DeliveryStatus.REFUSED, why, delivery_id),
+            )
+            self._event(run_id, "delivery_refused", {"delivery": delivery_id, "why": why},
+                        doc_id)  # fmt: skip
 
     def record_delivery(self, owner: Owner, run_id: str, doc_id: int, done: Delivered) -> None:
         """A re-delivery (``durabatch deliver``) made by the session owning the run."""
@@ -59,13 +111,14 @@ class SQLiteDeliveries:
 
     def record_undo(self, owner: Owner, delivery: Delivery, status: DeliveryStatus,
                     note: str, why: str) -> None:  # fmt: skip
-        """One compensation, checkpointed: the next session does not undo it again."""
+        """One compensation, checkpointed: the next session does not undo it again
+        (an ``undo_failed`` one it tries again)."""
         with self._tx():
             self._owned(owner, delivery.run_id)
             cursor = self.conn.execute(
                 "UPDATE deliveries SET status = ?, undo = ?, undone_at = ? WHERE id = ?"
                 " AND status = ?",
-                (status, note, now_iso(), delivery.id, DeliveryStatus.DELIVERED),
+                (status, note, now_iso(), delivery.id, delivery.status),
             )
             if cursor.rowcount != 1:
                 raise StoreError(f"delivery {delivery.id} changed under us while undoing it")
@@ -73,26 +126,42 @@ class SQLiteDeliveries:
                     "location": delivery.location}  # fmt: skip
             self._event(delivery.run_id, "delivery_undone", data, delivery.doc_id)
 
-    def deliveries(self, run_id: str, *, status: DeliveryStatus | None = None) -> list[Delivery]:
-        """A run's deliveries, latest first (the order they are undone in)."""
-        where, params = ("AND status = ?", (run_id, status)) if status else ("", (run_id,))
+    def deliveries(
+        self, run_id: str, *, status: DeliveryStatus | Sequence[DeliveryStatus] | None = None
+    ) -> list[Delivery]:
+        """A run's deliveries (of ``status``, one or several), latest first (the order
+        they are undone in)."""
+        wanted = [status] if isinstance(status, str) else list(status or [])
+        where = f"AND status IN ({', '.join('?' * len(wanted))})" if wanted else ""
         rows = self.conn.execute(
             f"SELECT * FROM deliveries WHERE run_id = ? {where}"
             " ORDER BY delivered_at DESC, id DESC",
-            params,
+            (run_id, *wanted),
         ).fetchall()
         return [_delivery(row) for row in rows]
 
-    def request_cancel(self, run_id: str) -> None:
-        """Ask the run's owner, wherever it is, to stop: it looks at every heartbeat."""
+    def request_cancel(self, run_id: str, *, unowned: bool = False) -> None:
+        """Ask the run's owner, wherever it is, to stop: it looks at every heartbeat, and
+        right after it takes the run. ``unowned``: nobody works on it, so it is
+        ``cancelled`` from now on, even if the compensation that follows is killed."""
         with self._tx():
             cursor = self.conn.execute(
                 "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
                 " AND cancel_requested = 0",
                 (now_iso(), run_id),
             )
-            if cursor.rowcount:
-                self._event(run_id, "cancel_requested", {})
+            data: dict[str, Any] = {}
+            if (
+                unowned
+                and self.conn.execute(
+                    "UPDATE runs SET status = ? WHERE id = ? AND lease_session IS NULL"
+                    " AND status != ?",
+                    (RunStatus.CANCELLED, run_id, RunStatus.CANCELLED),
+                ).rowcount
+            ):
+                data["status"] = RunStatus.CANCELLED
+            if cursor.rowcount or data:
+                self._event(run_id, "cancel_requested", data)
 
     def delivery_counts(self, run_id: str) -> dict[str, int]:
         rows = self.conn.execute(
@@ -128,4 +197,14 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         undo=row["undo"],
         delivered_at=row["delivered_at"],
         undone_at=row["undone_at"],
+        compensate_url=row["compensate_url"],
+        made_dirs=tuple(json.loads(row["made_dirs"])),
     )
+
+
+def _data(delivery_id: int, done: Delivered) -> dict[str, Any]:
+    """A ``delivery_started`` or ``delivered`` event: the row, as replay rebuilds it."""
+    return {"delivery": delivery_id, "target": done.target, "kind": done.kind,
+            "location": done.location, "sha256": done.sha256, "key": done.key,
+            "receiver_id": done.receiver_id, "http_status": done.http_status,
+            "compensate_url": done.compensate_url, "made_dirs": list(done.made_dirs)}  # fmt: skip

@@ -31,6 +31,7 @@ def run_from_row(row: sqlite3.Row) -> Run:
         updated_at=row["updated_at"],
         interruptions=row["interruptions"],
         discovered=bool(row["discovered"]),
+        cancel_requested=bool(row["cancel_requested"]),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -60,6 +61,8 @@ class Run:
     updated_at: str
     interruptions: int
     discovered: bool
+    # `durabatch cancel` asked for it: never resumed again, whatever its status says
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
@@ -138,11 +141,28 @@ class StepResult:
     delivery: Delivered | None = None  # deliver only: what was published, to undo it
 
 
+# how a session that only delivered or withdrew ends: not a session that processed documents
+SIDE_SESSION = "deliveries: "
+CANCELLED_BY = "cancelled by `durabatch cancel`"
+
+
+def delivers(settings: Mapping[str, Any]) -> bool:
+    """Does a run end each document with a deliver step? Its stored settings say, and
+    only they: the engine, the store and the replay all ask here."""
+    return bool(settings.get("deliver_to"))
+
+
 class DeliveryStatus(StrEnum):
+    DELIVERING = "delivering"  # written down before the side effect: it may have happened
     DELIVERED = "delivered"
     WITHDRAWN = "withdrawn"  # compensated: the file removed, the receiver told
     LEFT = "left"  # not withdrawn, on purpose: the file changed since (``undo`` says why)
-    UNDO_FAILED = "undo_failed"  # the receiver refused the withdrawal (``undo`` says how)
+    UNDO_FAILED = "undo_failed"  # not withdrawn yet (``undo`` says why); tried again
+    REFUSED = "refused"  # the target refused it: nothing was delivered, nothing to undo
+
+
+# what a compensation still has to undo
+UNDOABLE = (DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERING, DeliveryStatus.UNDO_FAILED)
 
 
 @dataclass(frozen=True)
@@ -156,6 +176,8 @@ class Delivered:
     key: str  # the Idempotency-Key
     receiver_id: str | None = None  # what the webhook answered, to address the undo
     http_status: int | None = None
+    compensate_url: str | None = None  # the webhook's DELETE URL template ({id}, {key})
+    made_dirs: tuple[str, ...] = ()  # folders that did not exist before: removed when empty
 
 
 @dataclass(frozen=True)

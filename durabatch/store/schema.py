@@ -289,3 +289,15 @@ def m013_call_lookup(db: Database) -> None:
     """A step answered from the cache reports what the original answer cost: its calls
     are found by step, not by reading every call of the database."""
     db.execute("CREATE INDEX model_calls_step ON model_calls(doc_id, step)")
+
+
+@migrations(name="m014_delivery_undo")
+def m014_delivery_undo(db: Database) -> None:
+    """What each delivery needs to be undone by itself: the webhook's DELETE URL template
+    it was made with (a re-delivery elsewhere has its own), and the folders it created
+    (JSON list), removed again when they are empty."""
+    for statement in (
+        "ALTER TABLE deliveries ADD COLUMN compensate_url TEXT",
+        "ALTER TABLE deliveries ADD COLUMN made_dirs TEXT NOT NULL DEFAULT '[]'",
+    ):
+        db.execute(statement)

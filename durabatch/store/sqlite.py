@@ -36,7 +36,7 @@ from durabatch import money
 from durabatch.artifacts import ArtifactStore
 from durabatch.budget import PaidCall
 from durabatch.clock import epoch, epoch_of, now_iso
-from durabatch.errors import BudgetReached, RunOwnedError, StoreError, UsageError
+from durabatch.errors import BudgetReached, Reason, RunOwnedError, StoreError, UsageError
 from durabatch.models.base import CallRecord
 from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
@@ -59,6 +59,7 @@ from durabatch.store.records import (
     StepResult,
     StepStatus,
     Work,
+    delivers,
 )
 from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
@@ -236,8 +237,8 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
 
     def latest_unfinished_run(self) -> Run | None:
         row = self.conn.execute(
-            "SELECT * FROM runs WHERE status NOT IN (?, ?) ORDER BY created_at DESC, id DESC"
-            " LIMIT 1",
+            "SELECT * FROM runs WHERE status NOT IN (?, ?) AND cancel_requested = 0"
+            " ORDER BY created_at DESC, id DESC LIMIT 1",
             (RunStatus.DONE, RunStatus.CANCELLED),
         ).fetchone()
         return None if row is None else queries.run_from_row(row)
@@ -354,8 +355,12 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             return None  # killed before its lease expired
         return queries.owner_from_row(row)
 
-    def acquire(self, run_id: str, ttl: float) -> Owner:
-        """Become the one owner of a run; take over from a dead one; recover its work."""
+    def acquire(self, run_id: str, ttl: float, *, side: bool = False) -> Owner:
+        """Become the one owner of a run; take over from a dead one; recover its work.
+
+        ``side``: a session that only delivers or withdraws (not one that processes
+        documents) keeps the run's status: a cancelled run killed mid-compensation stays
+        cancelled, a finished one stays finished."""
         if not self.locks.take(run_id):
             self._refuse(run_id)
         host, pid = socket.gethostname(), os.getpid()
@@ -372,15 +377,17 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 self.conn.execute(
                     "UPDATE runs SET status = ?, lease_session = ?, lease_host = ?, lease_pid = ?,"
                     " lease_since = ?, lease_expires = ?, updated_at = ? WHERE id = ?",
-                    (RunStatus.RUNNING, owner.session_id, host, pid, owner.since,
-                     epoch() + ttl, owner.since, run_id),
+                    (row["status"] if side else RunStatus.RUNNING, owner.session_id, host, pid,
+                     owner.since, epoch() + ttl, owner.since, run_id),
                 )  # fmt: skip
                 self._recover(run_id)
                 self.conn.execute(
                     "INSERT INTO sessions (id, run_id, host, pid, started_at) VALUES (?,?,?,?,?)",
                     (owner.session_id, run_id, host, pid, owner.since),
                 )
-                data = {"session": owner.session_id, "host": host, "pid": pid}
+                data: dict[str, Any] = {"session": owner.session_id, "host": host, "pid": pid}
+                if side:
+                    data["side"] = True
                 self._event(run_id, "session_started", data)
         except BaseException:
             self.locks.drop(run_id)
@@ -606,7 +613,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
     def _delivers(self, run_id: str) -> bool:
         """Does the run end each document with a deliver step (it was given a target)?"""
         if run_id not in self._targets:
-            self._targets[run_id] = bool(self.get_run(run_id).settings.get("deliver_to"))
+            self._targets[run_id] = delivers(self.get_run(run_id).settings)
         return self._targets[run_id]
 
     def restart_document(self, owner: Owner, work: Work, sha256: str | None) -> None:
@@ -800,6 +807,9 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                     "reason": failure.reason, "message": failure.message,
                     "terminal": failure.terminal, **cost}  # fmt: skip
             self._event(doc.run_id, "step_failed", data, doc.id, work.step)
+            if work.step == Step.DELIVER and failure.reason != Reason.ERROR:
+                # the target said no (a DocumentError): nothing was delivered
+                self._refuse_delivery(doc.run_id, doc.id, failure.message)
             if failure.terminal:
                 status = DocStatus.SKIPPED if failure.skipped else DocStatus.FAILED
                 self._finish(doc, work.step, status, failure.reason, failure.message)
