@@ -125,6 +125,32 @@ def wait_for(proc: subprocess.Popen[bytes], db: Path, kind: str, after: int,
     return None
 
 
+def first_seen(proc: subprocess.Popen[bytes], db: Path, kinds: tuple[str, ...],
+               started: float) -> dict[str, float]:  # fmt: skip
+    """Seconds from ``started`` until the first event of each kind, watched together (one
+    kind seen late does not delay the others); NaN for a kind never seen."""
+    seen: dict[str, float] = {}
+    conn, after = None, 0
+    while proc.poll() is None and len(seen) < len(kinds):
+        conn = conn or reader(db)
+        if conn is not None:
+            try:
+                rows = conn.execute(
+                    "SELECT type, MAX(seq) FROM events WHERE seq > ? GROUP BY type", (after,)
+                ).fetchall()
+            except sqlite3.DatabaseError:
+                rows = []
+            now = time.monotonic() - started
+            for kind, last in rows:
+                after = max(after, last)
+                if kind in kinds:
+                    seen.setdefault(kind, now)
+        time.sleep(POLL)
+    if conn is not None:
+        conn.close()
+    return {kind: seen.get(kind, float("nan")) for kind in kinds}
+
+
 def peak_mb(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     """Exit code and peak resident memory (MB) of a child, from its own rusage."""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -200,9 +226,9 @@ def measure(size: int, work: Path, tool: Durabatch) -> Figures:
     started = time.monotonic()
     proc = tool.spawn(f"run{size}", "run", str(folder), "--db", str(db),
                       "--concurrency", str(tool.concurrency))  # fmt: skip
-    v["first_step_s"] = wait_for(proc, db, "step_started", 0, started) or float("nan")
-    v["first_commit_s"] = wait_for(proc, db, "step_completed", 0, started) or float("nan")
-    v["discovered_s"] = wait_for(proc, db, "discovery_finished", 0, started) or float("nan")
+    kinds = ("step_started", "step_completed", "discovery_finished")
+    seen = first_seen(proc, db, kinds, started)
+    v["first_step_s"], v["first_commit_s"], v["discovered_s"] = (seen[k] for k in kinds)
     wait_for(proc, db, "document_finished", 0, started)  # one to copy in step 2
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

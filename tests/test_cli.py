@@ -125,6 +125,8 @@ def test_status_json_of_one_run_has_the_contract_keys(sample_docs: Path) -> None
     assert data["failures"][0]["reason"] == "malformed"
     assert len(data["sessions"]) == 1 and data["sessions"][0]["outcome"] == "finished"
     assert "api_key" not in data["settings"]
+    # a run without --deliver-to has no deliver step, done or otherwise
+    assert sorted(data["steps"]) == ["entities", "extract", "summarize"], data["steps"]
 
 
 def test_status_lists_all_runs(sample_docs: Path) -> None:

@@ -125,13 +125,27 @@ def test_compact_folds_the_events_and_verify_still_holds(ws: Workspace) -> None:
     assert again.popen.returncode == 0 and "nothing to compact" in again.stdout
 
 
-def test_compact_refuses_a_run_a_live_process_owns(ws: Workspace) -> None:
+def test_compact_refuses_while_a_live_process_owns_a_run_of_the_database(
+    ws: Workspace,
+) -> None:
+    (ws.root / "old").mkdir()
+    (ws.root / "old" / "note.txt").write_text("Bob Stone signed the lease in Leeds.")
+    assert ws.cli("run", "old").popen.returncode == 0
+    (finished,) = ws.run_ids()
     folder = ws.root / "in"
     folder.mkdir()
     (folder / "a_slow.html").write_text(slow_html(3, "Alice Morgan met the board."))
     proc = ws.spawn("run", "in", "--concurrency", "1")
-    signal_when(proc, EventLog(ws.db), lambda e: bool(of_type(e, "step_started")), sig=0)
-    (run_id,) = ws.run_ids()
+    signal_when(proc, EventLog(ws.db),
+                lambda events: any(e.run_id != finished for e in of_type(events, "step_started")),
+                sig=0)  # fmt: skip
+    (run_id,) = set(ws.run_ids()) - {finished}
+    # another run's compaction would lock the database for longer than the live run waits
+    other = ws.cli("compact", finished)
+    assert other.popen.returncode == NOT_FINISHED, other.describe()
+    assert f"while run {run_id} of the same database is processed by pid {proc.pid}" in (
+        other.stderr
+    )
     count = len(ws.events())
     refused = ws.cli("compact", run_id)
     assert refused.popen.returncode == NOT_FINISHED, refused.describe()

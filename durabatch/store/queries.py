@@ -8,6 +8,7 @@ from typing import Any
 
 from durabatch.money import from_pico
 from durabatch.store.records import (
+    PIPELINE,
     Counts,
     DocStatus,
     Document,
@@ -18,6 +19,7 @@ from durabatch.store.records import (
     Step,
     StepState,
     StepStatus,
+    delivers,
 )
 
 
@@ -97,7 +99,9 @@ def counts(conn: sqlite3.Connection, run_id: str) -> Counts:
     # the documents index, and only the other documents' steps are read (at 99% done,
     # 1% of them: status of a run of 100,000 documents went from 139 ms to 1 ms here)
     if result.done:
-        for step in Step:
+        row = conn.execute("SELECT settings FROM runs WHERE id = ?", (run_id,)).fetchone()
+        delivering = row is not None and delivers(json.loads(row[0]))
+        for step in [*PIPELINE, Step.DELIVER] if delivering else PIPELINE:
             result.by_step[step] = {StepStatus.DONE: result.done}
     unfinished = [s for s in DocStatus if s != DocStatus.DONE]
     for step, status, n in conn.execute(

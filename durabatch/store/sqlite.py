@@ -5,8 +5,9 @@ tables can always be rebuilt from the events (``durabatch verify``). A state
 transition is a conditional UPDATE (``WHERE status = ?`` and the owning
 session) whose row count is checked: a session that lost its lease cannot
 overwrite what the new owner did. Completing a step also claims the
-document's next step in the same transaction, so the steady state costs one
-commit per step.
+document's next step in the same transaction, and ``batch`` lets the engine
+commit the results that reached it together in one transaction: at most one
+commit per step, fewer when several steps finish at once.
 
 Ownership has two layers. An ``flock`` on a lock file beside the database is
 released by the kernel the moment its process dies, so a ``kill -9``-ed run
@@ -81,6 +82,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         # (doc_id, step) that may have calls written down in ``reservations`` by this
         # session; a step that made none skips looking for lost calls when it commits
         self._noted: set[tuple[int, str]] = set()
+        self._settled: list[tuple[int, str]] = []  # leave _noted once the commit is made
         self.files = path.parent / (path.name + ".d")
         # extracted text is the user's data: private like the database
         self.files.mkdir(mode=0o700, exist_ok=True)
@@ -145,11 +147,14 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             yield
             self.conn.execute("COMMIT")
         except BaseException as exc:
+            self._settled.clear()  # rolled back: those reservations are still there
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
                 raise write_error(self.path, exc) from exc
             raise
+        self._noted.difference_update(self._settled)
+        self._settled.clear()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -298,6 +303,11 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         try:
             if self.owner_of(run_id) is not None:  # a lease another machine still renews
                 self._refuse_compaction(run_id)
+            # compacting holds the write lock for seconds at 100,000 documents: longer than
+            # a live run of this database waits for it (it would halt)
+            for other in self.list_runs():
+                if other.id != run_id and self.owner_of(other.id) is not None:
+                    self._refuse_compaction(other.id, busy=run_id)
             with self._tx():
                 count, last = self.conn.execute(
                     "SELECT COUNT(*), MAX(seq) FROM events WHERE run_id = ?", (run_id,)
@@ -328,15 +338,20 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
              json.dumps(history.snapshot_data(state, count), ensure_ascii=False)),
         )  # fmt: skip
 
-    def _refuse_compaction(self, run_id: str) -> None:
+    def _refuse_compaction(self, run_id: str, busy: str | None = None) -> None:
+        """Refuse while ``run_id`` is processed: it is the run to compact, or (``busy``
+        names that one) another run of this database."""
         try:
             self._refuse(run_id)
         except RunOwnedError as owned:
+            by = f"{'pid ' + str(owned.pid) if owned.pid else 'another process'} on {owned.host}"
             owned.message = (
-                f"cannot compact run {run_id} while it is processed by "
-                f"{'pid ' + str(owned.pid) if owned.pid else 'another process'} on "
-                f"{owned.host} (since {owned.since}); compact it after that process has "
-                "finished or stopped"
+                f"cannot compact run {run_id} while it is processed by {by} (since "
+                f"{owned.since}); compact it after that process has finished or stopped"
+                if busy is None
+                else f"cannot compact run {busy} while run {run_id} of the same database is "
+                f"processed by {by} (since {owned.since}): compacting locks the database for "
+                "longer than that run would wait; compact when no run is being processed"
             )
             raise
 
@@ -719,7 +734,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         """Calls written down before they were made whose answer never came back (the
         process died, or a drain gave up on them): they may have been paid, so they are
         kept as failed attempts, with the prompt's estimated tokens and no output."""
-        self._noted.discard((doc_id, step))
+        self._settled.append((doc_id, step))
         noted = self.conn.execute(
             "SELECT provider, host, model, input_tokens, at FROM reservations"
             " WHERE doc_id = ? AND step = ? ORDER BY id",
