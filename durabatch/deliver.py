@@ -17,18 +17,22 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from durabatch.config import Settings
-from durabatch.errors import DocumentError, UsageError
+from durabatch.errors import DeliveryHalt, DocumentError, UsageError
 from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
     SIDE_SESSION,
+    UNDOABLE,
+    Delivered,
+    Delivery,
+    DeliveryStatus,
     DocStatus,
     Document,
     Owner,
@@ -51,10 +55,28 @@ def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
     return (json.dumps(body, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
 
 
-def idempotency_key(run_id: str, path: str, body: bytes) -> str:
-    """From run, document and content: the same delivery always gets the same key."""
+def idempotency_key(run_id: str, path: str, body: bytes, generation: int = 0) -> str:
+    """From run, document, content and generation: the same delivery always gets the same
+    key; delivering it again after it was withdrawn is a new one (generation 0 hashes as
+    keys did before there were generations)."""
     content = hashlib.sha256(body).hexdigest()
-    return hashlib.sha256(json.dumps([run_id, path, content]).encode()).hexdigest()[:32]
+    parts: list[Any] = [run_id, path, content] + ([generation] if generation else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def planned_for(target: Target, run_id: str, doc: Document, body: bytes,
+                earlier: Sequence[Delivery]) -> tuple[Delivered, frozenset[str]]:  # fmt: skip
+    """The delivery of ``body`` to ``target``, in the generation after its withdrawals
+    there; and the hashes of this document's earlier deliveries there that may still be
+    in place (a file holding one of them is ours to replace)."""
+    digest = hashlib.sha256(body).hexdigest()
+    here = [d for d in earlier if d.target == target.spec]
+    generation = sum(1 for d in here if d.sha256 == digest
+                     and d.status == DeliveryStatus.WITHDRAWN)  # fmt: skip
+    key = idempotency_key(run_id, doc.path, body, generation)
+    planned = replace(target.plan(doc.path, body, key), generation=generation)
+    ours = frozenset(d.sha256 for d in here if d.status in UNDOABLE and d.sha256 != digest)
+    return planned, ours
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
@@ -63,9 +85,9 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     assert ctx.intend is not None, "deliver writes its intent down through the writer"
     doc = work.document
     body = payload(doc.run_id, doc, work.results)
-    planned = ctx.target.plan(doc.path, body, idempotency_key(doc.run_id, doc.path, body))
+    planned, ours = planned_for(ctx.target, doc.run_id, doc, body, work.earlier)
     ctx.intend(planned)  # committed as `delivering` before anything is sent or written
-    done = ctx.target.publish(planned, body)
+    done = ctx.target.publish(planned, body, ours)
     output = {"target": done.target, "location": done.location, "sha256": done.sha256,
               "key": done.key, "receiver_id": done.receiver_id}  # fmt: skip
     return StepResult(output=output, delivery=done)
@@ -133,9 +155,12 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
             continue
         body = payload(run.id, doc, store.results(doc.id))
         try:
-            planned = target.plan(doc.path, body, idempotency_key(run.id, doc.path, body))
+            planned, ours = planned_for(target, run.id, doc, body, store.deliveries_of(doc.id))
             store.intend_delivery(owner, run.id, doc.id, planned)
-            done = target.publish(planned, body)
+            done = target.publish(planned, body, ours)
+        except DeliveryHalt as exc:  # answered, not taken: refused, and the rest would be too
+            store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
+            raise
         except DocumentError as exc:
             store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
             tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})
