@@ -190,8 +190,9 @@ class SQLiteDeliveries:
 
     def request_cancel(self, run_id: str, *, unowned: bool = False) -> None:
         """Ask the run's owner, wherever it is, to stop: it looks at every heartbeat, and
-        right after it takes the run. ``unowned``: nobody works on it, so it is
-        ``cancelled`` from now on, even if the compensation that follows is killed."""
+        right after it takes the run. ``unowned``: nobody works on it (a lease left by a
+        killed owner counts for nothing), so it is ``cancelled`` from now on, even if the
+        compensation that follows is killed."""
         with self._tx():
             cursor = self.conn.execute(
                 "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
@@ -202,8 +203,7 @@ class SQLiteDeliveries:
             if (
                 unowned
                 and self.conn.execute(
-                    "UPDATE runs SET status = ? WHERE id = ? AND lease_session IS NULL"
-                    " AND status != ?",
+                    "UPDATE runs SET status = ? WHERE id = ? AND status != ?",
                     (RunStatus.CANCELLED, run_id, RunStatus.CANCELLED),
                 ).rowcount
             ):
