@@ -70,9 +70,10 @@ def withdraw_all(store: Store, owner: Owner, run: Run, settings: Settings, why: 
     finally:
         for target in targets.values():
             target.close()
-    # a folder made by one delivery may have held the files of others undone after it
-    folders = [d for x in store.deliveries(run.id, status=DeliveryStatus.WITHDRAWN)
-               for d in x.made_dirs]  # fmt: skip
+    # a folder made by one delivery may have held the files of others undone after it,
+    # and one made for a delivery refused after (a file name too long) is the run's too;
+    # a folder still holding a file (left in place, not withdrawn yet) stays
+    folders = [d for x in store.deliveries(run.id) for d in x.made_dirs]
     remove_empty(folders)
     return undone
 

@@ -465,6 +465,26 @@ def test_a_file_name_too_long_fails_that_document_only(ws: Workspace) -> None:
     assert_verified(ws, run_id)
 
 
+def test_folders_made_for_a_refused_delivery_are_removed_by_compensation(
+    ws: Workspace,
+) -> None:
+    """The file name is refused after its folder was made (a retry finds it there): the
+    folder is still the run's, and compensation removes it with the others."""
+    (ws.root / "in" / "deep").mkdir()
+    too_long = "b" * 251 + ".txt"
+    (ws.root / "in" / "deep" / too_long).write_text("Ada Lovelace met Babbage.\n" * 5)
+    proc = ws.cli("run", "in", "--deliver-to", "out")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    assert (ws.root / "out" / "in" / "deep").is_dir()
+    refused = [r for r in deliveries(ws, run_id) if r["status"] == "refused"]
+    assert len(refused) == 1 and str(ws.root / "out" / "in" / "deep") in refused[0]["made_dirs"]
+    undone = ws.cli("cancel", run_id, "--compensate")
+    assert undone.popen.returncode == 0, undone.describe()
+    assert not (ws.root / "out").exists()  # every folder the run made, the refused one's too
+    assert_verified(ws, run_id)
+
+
 @pytest.mark.parametrize("code", [401, 403, 404, 405])
 def test_a_post_refused_for_every_document_halts_the_run(
     ws: Workspace, hook: FakeHook, code: int
