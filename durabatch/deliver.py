@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from durabatch.config import Settings
-from durabatch.errors import DeliveryHalt, DocumentError, UsageError
+from durabatch.errors import DeliveryHalt, DocumentError, RunCancelled, UsageError
 from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
@@ -109,15 +109,22 @@ def make_target(settings: Settings, spec: str, cwd: Path,
 
 
 @contextlib.contextmanager
-def owning(store: Store, run_id: str, settings: Settings, status: RunStatus,
-           outcome: str) -> Iterator[Owner]:  # fmt: skip
-    """Own the run for work outside the engine (a re-delivery, a compensation); release
-    it as ``status`` however the work ends. A live owner refuses (exit 75)."""
+def owning(store: Store, run_id: str, settings: Settings, outcome: str,
+           status: RunStatus | None = None) -> Iterator[tuple[Owner, Run]]:  # fmt: skip
+    """Own the run for work outside the engine (a re-delivery, a compensation), with the
+    run as found under the lock; release it as ``status`` (a cancel), else as it was
+    found, or ``cancelled`` if a cancel was asked for meanwhile, however the work ends.
+    A live owner refuses (exit 75)."""
     owner = store.acquire(run_id, settings.lease_ttl, side=True)
+    found: Run | None = None
     try:
-        yield owner
+        found = store.get_run(run_id)
+        yield owner, found
     finally:
-        store.release(run_id, owner, status, SIDE_SESSION + outcome)
+        final = status or (
+            RunStatus.CANCELLED if found is None or store.cancel_requested(run_id) else found.status
+        )
+        store.release(run_id, owner, final, SIDE_SESSION + outcome)
 
 
 @dataclass
@@ -129,19 +136,25 @@ class Tally:
 
 def redeliver(store: Store, run: Run, settings: Settings, spec: str, note: Note) -> Tally:
     """Deliver every done document of a finished run to ``spec``; no model is called."""
-    if run.status != RunStatus.DONE:
-        raise UsageError(
-            f"run {run.id} is {run.status}, not finished: `durabatch resume {run.id}` first "
-            "(a cancelled run is not delivered again)"
-        )
+    _finished(run)
     tally = Tally()
     target = make_target(settings, spec, Path.cwd())
     try:
-        with owning(store, run.id, settings, RunStatus.DONE, "re-delivered") as owner:
+        with owning(store, run.id, settings, "re-delivered") as (owner, found):
+            _finished(found)  # again under the lock: a cancel may have come in between
             _each(store, run, owner, target, tally, note)
     finally:
         target.close()
     return tally
+
+
+def _finished(run: Run) -> None:
+    if run.status != RunStatus.DONE or run.cancel_requested:
+        status = RunStatus.CANCELLED if run.cancel_requested else run.status
+        raise UsageError(
+            f"run {run.id} is {status}, not finished: `durabatch resume {run.id}` first "
+            "(a cancelled run is not delivered again)"
+        )
 
 
 def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
@@ -150,6 +163,11 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
              and d.status == "delivered"}  # fmt: skip
     finished = [doc for doc in store.documents(run.id) if doc.status == DocStatus.DONE]
     for doc in finished:
+        if store.cancel_requested(run.id):  # `durabatch cancel` waits for us: stop here
+            raise RunCancelled(
+                f"run {run.id} was cancelled: the re-delivery stopped after {tally.delivered} "
+                f"new deliveries; `durabatch cancel {run.id} --compensate` withdraws them"
+            )
         if doc.id in there:
             tally.already += 1
             continue

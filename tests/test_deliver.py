@@ -316,6 +316,7 @@ def test_cancel_tells_a_live_run_to_drain(ws: Workspace, hook: FakeHook) -> None
         (("run", "in", "--on-failure", "maybe"), "keep or compensate"),
         (("cancel", "nope"), "no run 'nope'"),
         (("deliver", "nope", "--to", "out"), "no run 'nope'"),
+        (("cancel", "nope", "--compensate-url", "http://h/{key}"), "only with --compensate"),
     ],
 )
 def test_usage_errors_say_what_to_do(ws: Workspace, args: tuple[str, ...], words: str) -> None:
@@ -696,4 +697,29 @@ def test_compaction_keeps_delivering_refused_and_a_cancel_request(
     assert undone.popen.returncode == 0, undone.describe()
     assert hook.stored == {}
     assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn", "refused"}
+    assert_verified(ws, run_id)
+
+
+def test_a_cancel_during_a_redelivery_stops_it_and_the_run_stays_cancelled(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
+    hook.hold(HELD)
+    redelivery = ws.spawn("deliver", run_id, "--to", f"{hook.url}/two")
+    wait_until(lambda: bool(hook.posts(HELD)[1:]), redelivery)
+    cancel = ws.spawn("cancel", run_id)
+
+    def asked() -> bool:
+        return bool(query(ws.db, "SELECT cancel_requested FROM runs WHERE id = ?",
+                          (run_id,))[0][0])  # fmt: skip
+
+    wait_until(asked, cancel)
+    hook.release()  # the held POST is answered; the re-delivery looks before the next one
+    assert redelivery.wait(60) == CANCELLED, redelivery.describe()
+    assert "was cancelled" in redelivery.stderr and "Traceback" not in redelivery.stderr
+    assert cancel.wait(60) == 0, cancel.describe()
+    assert len(hook.posts()) < 2 * DONE  # it stopped: not every document went to /two
+    assert ws.status(run_id)["status"] == "cancelled"
+    again = ws.cli("deliver", run_id, "--to", f"{hook.url}/two")
+    assert again.popen.returncode == 2 and "cancelled" in again.stderr
     assert_verified(ws, run_id)
