@@ -331,6 +331,12 @@ def cancel(
     from durabatch import compensate
 
     with _user_errors():
+        if compensate_url is not None and not compensate_:
+            raise UsageError(
+                "--compensate-url is used only with --compensate (it says where to withdraw "
+                f"webhook deliveries): `durabatch cancel {run_id} --compensate "
+                "--compensate-url URL`"
+            )
         store = _store(_settings(db=db))
         found = store.get_run(run_id)
         settings = _settings(db=db).with_run(found.settings)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from durabatch.config import Settings
 from durabatch.deliver import Note, make_target, owning
-from durabatch.errors import Cancelled, NotFinished
+from durabatch.errors import Cancelled, NotFinished, RunCancelled
 from durabatch.store import Store
 from durabatch.store.records import (
     UNDOABLE,
@@ -43,17 +43,24 @@ class Undone:
 
 def withdraw_all(store: Store, owner: Owner, run: Run, settings: Settings, why: str,
                  note: Note, stopping: threading.Event | None = None,
-                 compensate_url: str | None = None) -> Undone:  # fmt: skip
+                 compensate_url: str | None = None,
+                 yield_to_cancel: bool = False) -> Undone:  # fmt: skip
     """Undo every delivery of the run not undone yet, latest first: the delivered, those
     that may have happened (``delivering``) and those whose undo failed before.
 
-    ``compensate_url``: the DELETE URL template for webhook deliveries made without one."""
+    ``compensate_url``: the DELETE URL template for webhook deliveries made without one.
+    ``yield_to_cancel``: not the cancel's own compensation; a cancel asked for stops it
+    (``durabatch cancel`` waits for it, then withdraws the rest with --compensate)."""
     undone = Undone()
     targets: dict[str, Target] = {}
     try:
         for delivery in store.deliveries(run.id, status=UNDOABLE):
             if stopping is not None and stopping.is_set():
                 raise NotFinished(f"compensation of run {run.id} stopped; {_again(run.id)}")
+            if yield_to_cancel and store.cancel_requested(run.id):
+                raise RunCancelled(
+                    f"run {run.id} was cancelled while withdrawing; {_again(run.id)}"
+                )
             target = targets.get(delivery.target)
             if target is None:
                 target = make_target(settings, delivery.target, Path.cwd(), stopping)
@@ -70,9 +77,10 @@ def withdraw_all(store: Store, owner: Owner, run: Run, settings: Settings, why: 
     finally:
         for target in targets.values():
             target.close()
-    # a folder made by one delivery may have held the files of others undone after it
-    folders = [d for x in store.deliveries(run.id, status=DeliveryStatus.WITHDRAWN)
-               for d in x.made_dirs]  # fmt: skip
+    # a folder made by one delivery may have held the files of others undone after it,
+    # and one made for a delivery refused after (a file name too long) is the run's too;
+    # a folder still holding a file (left in place, not withdrawn yet) stays
+    folders = [d for x in store.deliveries(run.id) for d in x.made_dirs]
     remove_empty(folders)
     return undone
 
@@ -111,7 +119,7 @@ def cancel(store: Store, run: Run, settings: Settings, *, compensate: bool, note
         store.request_cancel(run.id, unowned=store.owner_of(run.id) is None)
     _wait_for_owner(store, run.id, wait, note)
     outcome = "withdrawn, run cancelled" if compensate else "none withdrawn, run cancelled"
-    with owning(store, run.id, settings, RunStatus.CANCELLED, outcome) as owner:
+    with owning(store, run.id, settings, outcome, RunStatus.CANCELLED) as (owner, _):
         if not compensate:
             return None
         return withdraw_all(store, owner, run, settings, "cancelled", note,
@@ -148,5 +156,6 @@ def after_failure(store: Store, run: Run, settings: Settings, note: Note,
     delivered may stay (all or nothing)."""
     note(f"run {run.id} ended with failed documents: withdrawing what it delivered")
     outcome = "withdrawn, run finished with failures"
-    with owning(store, run.id, settings, RunStatus.DONE, outcome) as owner:
-        return withdraw_all(store, owner, run, settings, "on-failure", note, stopping)
+    with owning(store, run.id, settings, outcome) as (owner, _):
+        return withdraw_all(store, owner, run, settings, "on-failure", note, stopping,
+                            yield_to_cancel=True)  # fmt: skip

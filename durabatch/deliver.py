@@ -17,18 +17,22 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from durabatch.config import Settings
-from durabatch.errors import DocumentError, UsageError
+from durabatch.errors import DeliveryHalt, DocumentError, RunCancelled, UsageError
 from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
 from durabatch.store.records import (
     SIDE_SESSION,
+    UNDOABLE,
+    Delivered,
+    Delivery,
+    DeliveryStatus,
     DocStatus,
     Document,
     Owner,
@@ -51,10 +55,28 @@ def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
     return (json.dumps(body, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
 
 
-def idempotency_key(run_id: str, path: str, body: bytes) -> str:
-    """From run, document and content: the same delivery always gets the same key."""
+def idempotency_key(run_id: str, path: str, body: bytes, generation: int = 0) -> str:
+    """From run, document, content and generation: the same delivery always gets the same
+    key; delivering it again after it was withdrawn is a new one (generation 0 hashes as
+    keys did before there were generations)."""
     content = hashlib.sha256(body).hexdigest()
-    return hashlib.sha256(json.dumps([run_id, path, content]).encode()).hexdigest()[:32]
+    parts: list[Any] = [run_id, path, content] + ([generation] if generation else [])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def planned_for(target: Target, run_id: str, doc: Document, body: bytes,
+                earlier: Sequence[Delivery]) -> tuple[Delivered, frozenset[str]]:  # fmt: skip
+    """The delivery of ``body`` to ``target``, in the generation after its withdrawals
+    there; and the hashes of this document's earlier deliveries there that may still be
+    in place (a file holding one of them is ours to replace)."""
+    digest = hashlib.sha256(body).hexdigest()
+    here = [d for d in earlier if d.target == target.spec]
+    generation = sum(1 for d in here if d.sha256 == digest
+                     and d.status == DeliveryStatus.WITHDRAWN)  # fmt: skip
+    key = idempotency_key(run_id, doc.path, body, generation)
+    planned = replace(target.plan(doc.path, body, key), generation=generation)
+    ours = frozenset(d.sha256 for d in here if d.status in UNDOABLE and d.sha256 != digest)
+    return planned, ours
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
@@ -63,9 +85,9 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     assert ctx.intend is not None, "deliver writes its intent down through the writer"
     doc = work.document
     body = payload(doc.run_id, doc, work.results)
-    planned = ctx.target.plan(doc.path, body, idempotency_key(doc.run_id, doc.path, body))
+    planned, ours = planned_for(ctx.target, doc.run_id, doc, body, work.earlier)
     ctx.intend(planned)  # committed as `delivering` before anything is sent or written
-    done = ctx.target.publish(planned, body)
+    done = ctx.target.publish(planned, body, ours)
     output = {"target": done.target, "location": done.location, "sha256": done.sha256,
               "key": done.key, "receiver_id": done.receiver_id}  # fmt: skip
     return StepResult(output=output, delivery=done)
@@ -87,15 +109,22 @@ def make_target(settings: Settings, spec: str, cwd: Path,
 
 
 @contextlib.contextmanager
-def owning(store: Store, run_id: str, settings: Settings, status: RunStatus,
-           outcome: str) -> Iterator[Owner]:  # fmt: skip
-    """Own the run for work outside the engine (a re-delivery, a compensation); release
-    it as ``status`` however the work ends. A live owner refuses (exit 75)."""
+def owning(store: Store, run_id: str, settings: Settings, outcome: str,
+           status: RunStatus | None = None) -> Iterator[tuple[Owner, Run]]:  # fmt: skip
+    """Own the run for work outside the engine (a re-delivery, a compensation), with the
+    run as found under the lock; release it as ``status`` (a cancel), else as it was
+    found, or ``cancelled`` if a cancel was asked for meanwhile, however the work ends.
+    A live owner refuses (exit 75)."""
     owner = store.acquire(run_id, settings.lease_ttl, side=True)
+    found: Run | None = None
     try:
-        yield owner
+        found = store.get_run(run_id)
+        yield owner, found
     finally:
-        store.release(run_id, owner, status, SIDE_SESSION + outcome)
+        final = status or (
+            RunStatus.CANCELLED if found is None or store.cancel_requested(run_id) else found.status
+        )
+        store.release(run_id, owner, final, SIDE_SESSION + outcome)
 
 
 @dataclass
@@ -107,19 +136,25 @@ class Tally:
 
 def redeliver(store: Store, run: Run, settings: Settings, spec: str, note: Note) -> Tally:
     """Deliver every done document of a finished run to ``spec``; no model is called."""
-    if run.status != RunStatus.DONE:
-        raise UsageError(
-            f"run {run.id} is {run.status}, not finished: `durabatch resume {run.id}` first "
-            "(a cancelled run is not delivered again)"
-        )
+    _finished(run)
     tally = Tally()
     target = make_target(settings, spec, Path.cwd())
     try:
-        with owning(store, run.id, settings, RunStatus.DONE, "re-delivered") as owner:
+        with owning(store, run.id, settings, "re-delivered") as (owner, found):
+            _finished(found)  # again under the lock: a cancel may have come in between
             _each(store, run, owner, target, tally, note)
     finally:
         target.close()
     return tally
+
+
+def _finished(run: Run) -> None:
+    if run.status != RunStatus.DONE or run.cancel_requested:
+        status = RunStatus.CANCELLED if run.cancel_requested else run.status
+        raise UsageError(
+            f"run {run.id} is {status}, not finished: `durabatch resume {run.id}` first "
+            "(a cancelled run is not delivered again)"
+        )
 
 
 def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
@@ -128,14 +163,22 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
              and d.status == "delivered"}  # fmt: skip
     finished = [doc for doc in store.documents(run.id) if doc.status == DocStatus.DONE]
     for doc in finished:
+        if store.cancel_requested(run.id):  # `durabatch cancel` waits for us: stop here
+            raise RunCancelled(
+                f"run {run.id} was cancelled: the re-delivery stopped after {tally.delivered} "
+                f"new deliveries; `durabatch cancel {run.id} --compensate` withdraws them"
+            )
         if doc.id in there:
             tally.already += 1
             continue
         body = payload(run.id, doc, store.results(doc.id))
         try:
-            planned = target.plan(doc.path, body, idempotency_key(run.id, doc.path, body))
+            planned, ours = planned_for(target, run.id, doc, body, store.deliveries_of(doc.id))
             store.intend_delivery(owner, run.id, doc.id, planned)
-            done = target.publish(planned, body)
+            done = target.publish(planned, body, ours)
+        except DeliveryHalt as exc:  # answered, not taken: refused, and the rest would be too
+            store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
+            raise
         except DocumentError as exc:
             store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
             tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})

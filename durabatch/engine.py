@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from durabatch import budget, discovery
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
-from durabatch.errors import Cancelled, DocumentError, ExitCode, HaltError, NotFinished, Reason
+from durabatch.errors import (
+    Cancelled,
+    DeliveryHalt,
+    DocumentError,
+    ExitCode,
+    HaltError,
+    NotFinished,
+    Reason,
+)
 from durabatch.models.base import CallRecord, Provider
 from durabatch.pricing import PriceBook, parse_prices
 from durabatch.sandbox import ParserPool
@@ -453,7 +461,9 @@ class Engine:
             self.store.abandon(owner, [work], str(error), error.calls)
             return
         if isinstance(error, HaltError | NotFinished):
-            self.store.abandon(owner, [work], error.message, error.calls)
+            # a receiver that answered no took nothing: its delivery is refused with the abandon
+            refused = isinstance(error, DeliveryHalt)
+            self.store.abandon(owner, [work], error.message, error.calls, refused=refused)
             self._stop_with(error)
             return
         failed_before = sum(1 for f in self.store.failures(work.document.id)

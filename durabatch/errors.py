@@ -6,6 +6,8 @@
     |   +-- StoreError             the database cannot be opened or written
     |   +-- AuthError              401/403: the API key is missing or refused
     |   +-- ModelNotFound          404: the server does not know the model
+    |   +-- DeliveryHalt           a webhook answered 401/403/404/405: refused, not taken
+    +-- RunCancelled               a side session stopped for `durabatch cancel` (4)
     +-- NotFinished                resume later (75)
         +-- RunOwnedError          another live process owns the run
         +-- QuotaExhausted         429 insufficient_quota: pause until it is topped up
@@ -84,6 +86,17 @@ class HaltError(DurabatchError):
 
 class StoreError(HaltError):
     pass
+
+
+class DeliveryHalt(HaltError):
+    """The receiver answered and did not accept the delivery (401/403/404/405): its row is
+    ``refused`` (nothing to undo), and the run halts, as every delivery would fail."""
+
+
+class RunCancelled(DurabatchError):
+    """A re-delivery or an --on-failure withdrawal stopped because the run was cancelled."""
+
+    exit_code = ExitCode.CANCELLED
 
 
 class NotFinished(DurabatchError):

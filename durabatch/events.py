@@ -73,7 +73,7 @@ def snapshot_data(state: State, folded: int) -> dict[str, Any]:
 
 def _snapshot(state: State, event: Event) -> None:
     data = event.data
-    state.run = dict(data["run"])
+    state.run = {"cancel_requested": False, **data["run"]}
     state.documents = {doc_id: dict(doc) for doc_id, doc in data["documents"]}
     state.steps = {
         (doc_id, name): {k: money.parse(v) if k in DOLLARS else v for k, v in fields.items()}
@@ -81,7 +81,11 @@ def _snapshot(state: State, event: Event) -> None:
     }
     state.partials = {(doc_id, name, idx): out for doc_id, name, idx, out in data["partials"]}
     state.deliveries = {
-        delivery_id: {**d, "made_dirs": tuple(d.get("made_dirs", ()))}
+        delivery_id: {
+            **d,
+            "made_dirs": tuple(d.get("made_dirs", ())),
+            "generation": d.get("generation", 0),
+        }
         for delivery_id, d in data["deliveries"]
     }
     state.anomalies = list(data["anomalies"])
@@ -89,7 +93,8 @@ def _snapshot(state: State, event: Event) -> None:
 
 def _run_created(state: State, event: Event) -> None:
     state.run.update(status=RunStatus.RUNNING, interruptions=0, discovered=False,
-                     deliver=delivers(event.data["settings"]))  # fmt: skip
+                     deliver=delivers(event.data["settings"]),
+                     cancel_requested=False)  # fmt: skip
 
 
 def _discovered(state: State, event: Event) -> None:
@@ -227,7 +232,7 @@ def _delivery(event: Event, status: DeliveryStatus) -> dict[str, Any]:
         "location": data["location"], "sha256": data["sha256"], "key": data["key"],
         "receiver_id": data["receiver_id"], "status": status, "undo": None,
         "compensate_url": data.get("compensate_url"),
-        "made_dirs": tuple(data.get("made_dirs", ())),
+        "made_dirs": tuple(data.get("made_dirs", ())), "generation": data.get("generation", 0),
     }  # fmt: skip
 
 
@@ -257,6 +262,7 @@ def _delivery_undone(state: State, event: Event) -> None:
 def _cancel_requested(state: State, event: Event) -> None:
     """The run's owner is asked to stop; the run becomes cancelled when a session ends,
     or at once when nobody owned it."""
+    state.run["cancel_requested"] = True
     if "status" in event.data:
         state.run["status"] = event.data["status"]
 

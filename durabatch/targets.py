@@ -42,6 +42,7 @@ import httpx
 
 from durabatch.errors import (
     Cancelled,
+    DeliveryHalt,
     DocumentError,
     HaltError,
     Reason,
@@ -78,7 +79,8 @@ class Target(Protocol):
     spec: str
 
     def plan(self, name: str, body: bytes, key: str) -> Delivered: ...
-    def publish(self, planned: Delivered, body: bytes) -> Delivered: ...
+    def publish(self, planned: Delivered, body: bytes,
+                ours: frozenset[str] = frozenset()) -> Delivered: ...  # fmt: skip
     def withdraw(self, delivery: Delivery,
                  template: str | None = None) -> tuple[DeliveryStatus, str]: ...  # fmt: skip
     def close(self) -> None: ...
@@ -147,11 +149,14 @@ class Folder:
         made = tuple(str(d) for d in missing)  # deepest first: the order they are removed in
         return Delivered(self.spec, self.kind, str(path), sha256_of(body), key, made_dirs=made)
 
-    def publish(self, planned: Delivered, body: bytes) -> Delivered:
+    def publish(self, planned: Delivered, body: bytes,
+                ours: frozenset[str] = frozenset()) -> Delivered:  # fmt: skip
+        """``ours``: hashes of this document's earlier deliveries here; a file holding one
+        (a write cut off before its checkpoint, then the source changed) is replaced."""
         path = Path(planned.location)
         try:
-            if not _holds(path, planned.sha256):
-                _write_new(path, body, planned.sha256)
+            if not _holds(path, planned.sha256, ours):
+                _write_new(path, body, planned.sha256, ours)
         except OSError as exc:
             raise _folder_error(path, exc) from exc
         return planned
@@ -205,14 +210,18 @@ def _folder_error(path: Path, exc: OSError) -> Exception:
     )
 
 
-def _holds(path: Path, digest: str) -> bool:
-    """Does the file exist with exactly these bytes? Other bytes are never replaced."""
+def _holds(path: Path, digest: str, ours: frozenset[str] = frozenset()) -> bool:
+    """Does the file exist with exactly these bytes? Other bytes are never replaced,
+    except those of an earlier delivery of the same document (``ours``): False."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return False
-    if sha256_of(data) == digest:
+    found = sha256_of(data)
+    if found == digest:
         return True
+    if found in ours:
+        return False
     raise DocumentError(
         Reason.TARGET_EXISTS,
         f"{path} already exists with other content; durabatch never replaces a file it "
@@ -221,9 +230,10 @@ def _holds(path: Path, digest: str) -> bool:
     )
 
 
-def _write_new(path: Path, body: bytes, digest: str) -> None:
+def _write_new(path: Path, body: bytes, digest: str, ours: frozenset[str] = frozenset()) -> None:
     """A private temporary file of its own, fsynced, then linked to the file's name, which
-    fails if the name is taken: whole or absent, never half, never replacing a file."""
+    fails if the name is taken: whole or absent, never half, never replacing a file but
+    one of this document's earlier deliveries (``ours``), renamed over at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".durabatch-", suffix=".tmp", dir=path.parent)
     try:
@@ -234,8 +244,8 @@ def _write_new(path: Path, body: bytes, digest: str) -> None:
         try:
             os.link(temporary, path)
         except FileExistsError:  # another writer got there first: the same bytes are fine
-            if not _holds(path, digest):
-                raise
+            if not _holds(path, digest, ours):
+                os.replace(temporary, path)  # our own earlier file: replaced whole
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -273,7 +283,8 @@ class Webhook:
         return Delivered(self.spec, self.kind, self.spec, sha256_of(body), key,
                          compensate_url=self.compensate_url)  # fmt: skip
 
-    def publish(self, planned: Delivered, body: bytes) -> Delivered:
+    def publish(self, planned: Delivered, body: bytes,
+                ours: frozenset[str] = frozenset()) -> Delivered:  # fmt: skip
         headers = {"Idempotency-Key": planned.key, "Content-Type": "application/json"}
 
         def attempt(number: int) -> Delivered:
@@ -284,7 +295,7 @@ class Webhook:
                 return replace(planned, receiver_id=_receiver_id(reply),
                                http_status=reply.status_code)  # fmt: skip
             if reply.status_code in WRONG_ENDPOINT:
-                raise HaltError(
+                raise DeliveryHalt(
                     f"{_refusal(self.spec, reply, 'POST ')}: every document's delivery would "
                     "fail; check the webhook URL and the receiver's credentials, then "
                     "`durabatch resume` (for a re-delivery, run it again)"

@@ -14,7 +14,7 @@ DOC_FIELDS = ("path", "status", "step", "reason", "error", "sha256")
 STEP_FIELDS = ("status", "attempts", "output", "artifact", "input_tokens", "output_tokens",
                "cost_usd", "unpriced_calls", "cache_key", "cached_from", "saved_usd")  # fmt: skip
 DELIVERY_FIELDS = ("doc_id", "target", "kind", "location", "sha256", "key", "receiver_id",
-                   "status", "undo", "compensate_url", "made_dirs")  # fmt: skip
+                   "status", "undo", "compensate_url", "made_dirs", "generation")  # fmt: skip
 MAX_REPORTED = 50
 
 
@@ -47,7 +47,8 @@ def _differ(what: str, table: dict[str, Any], events: dict[str, Any],
 def _compare_run(store: Store, run_id: str, rebuilt: State) -> list[str]:
     run = store.get_run(run_id)
     table = {"status": run.status, "interruptions": run.interruptions,
-             "discovered": run.discovered}  # fmt: skip
+             "discovered": run.discovered,
+             "cancel_requested": run.cancel_requested}  # fmt: skip
     return _differ(f"run {run_id}", table, rebuilt.run, tuple(table))
 
 

@@ -10,7 +10,8 @@ By default it behaves like an idempotent receiver: a POST with a new
 is answered 409 with the same id; ``DELETE /ID`` and ``DELETE /by-key/KEY`` remove
 the item (404 when it is not there). ``FakeHook(ids=False)`` answers POSTs with no
 id. Like Stripe-style idempotency middleware, any request carrying a key a POST
-carried is answered with that POST's reply (201) and does nothing else. Each request
+carried is answered with that POST's reply (201) and does nothing else, and any request
+carrying a key a DELETE carried gets that DELETE's reply again. Each request
 is recorded (method, path, headers, JSON body) the moment it arrives, before any
 reply, so a test can kill the client mid-call.
 """
@@ -32,10 +33,16 @@ class Reply:
     status: int = 200
     body: dict[str, Any] | str | None = None
     delay: float = 0.0
+    act: bool = False  # do what the request asks, as unscripted, then answer after delay
 
 
 def status(code: int, message: str = "", delay: float = 0.0) -> Reply:
     return Reply(code, {"error": message or f"scripted {code}"}, delay)
+
+
+def stored_late(delay: float) -> Reply:
+    """The request is acted on at once (a POST stored), its answer comes after ``delay``."""
+    return Reply(delay=delay, act=True)
 
 
 @dataclass
@@ -43,6 +50,8 @@ class FakeHook:
     requests: list[dict[str, Any]] = field(default_factory=list)
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> body
     keys: dict[str, str] = field(default_factory=dict)  # Idempotency-Key -> id
+    undo_keys: dict[str, Reply] = field(default_factory=dict)  # a DELETE's key -> its answer
+    answers: list[int] = field(default_factory=list)  # the status of each reply, in order
     held: list[str] = field(default_factory=list)  # POSTs whose body mentions these hang
     ids: bool = True  # answer a POST with the id of what it stored
     _scripts: dict[str, deque[Reply]] = field(default_factory=dict)
@@ -108,10 +117,19 @@ class FakeHook:
             self.requests.append(request)
             scripted = self._scripts.get(method)
             reply = scripted.popleft() if scripted else None
-        if reply is None and method != "POST" and request["key"] in self.keys:
-            reply = Reply(201, {"id": self.keys[request["key"]]})  # the POST's, replayed
-        if reply is None:
+        key = request["key"]
+        if reply is None and key in self.undo_keys:
+            reply = self.undo_keys[key]  # the DELETE's answer, replayed; nothing is done
+        if reply is None and method != "POST" and key in self.keys:
+            reply = Reply(201, {"id": self.keys[key]})  # the POST's, replayed
+        if reply is None or reply.act:
+            delay = reply.delay if reply else 0.0
             reply = self._post(request) if method == "POST" else self._delete(request)
+            reply = Reply(reply.status, reply.body, delay)
+            if method == "DELETE" and key:
+                self.undo_keys[key] = reply
+        with self._lock:
+            self.answers.append(reply.status)
         held = any(text in raw + handler.path for text in self.held)
         if held or reply.delay:
             self._closing.wait(None if held else reply.delay)

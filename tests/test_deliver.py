@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 from crashkit import SAMPLE_DOCS, Proc, Workspace, query
-from fakehook import FakeHook, status
+from fakehook import FakeHook, status, stored_late
 
 from durabatch.errors import DocumentError, Reason
+from durabatch.events import replay
 from durabatch.store.records import Delivered, Delivery
 from durabatch.targets import Folder
 
@@ -204,7 +205,7 @@ def test_kill_9_between_post_and_commit_repeats_one_request_with_the_same_key(
     assert len(by_key) == DONE and all(len(paths) == 1 for paths in by_key.values())
     assert len(hook.stored) == DONE  # the repeat was answered 409: stored once
     rows = deliveries(ws, run_id)
-    assert len(rows) == DONE
+    assert len(rows) == DONE and {r["status"] for r in rows} == {"delivered"}
     assert_verified(ws, run_id)
 
 
@@ -225,10 +226,14 @@ def test_a_4xx_fails_that_documents_delivery_with_the_receivers_message(
 
 
 def test_a_slow_receiver_is_retried_after_the_read_timeout(ws: Workspace, hook: FakeHook) -> None:
-    hook.script("POST", status(201, delay=3.0))
-    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--read-timeout", "0.5")
+    hook.script("POST", stored_late(3.0))  # taken at once, answered after the timeout
+    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--read-timeout", "0.5",
+                  "--concurrency", "1")  # fmt: skip
     assert proc.popen.returncode == FAILED, proc.describe()
     assert len(hook.stored) == DONE
+    posts = hook.posts()
+    assert len(posts) == DONE + 1 and posts[0]["key"] == posts[1]["key"]
+    assert hook.answers[:2] == [201, 409]  # the repeat is recognised by its key
     assert_verified(ws, run_id_of(proc))
 
 
@@ -311,6 +316,7 @@ def test_cancel_tells_a_live_run_to_drain(ws: Workspace, hook: FakeHook) -> None
         (("run", "in", "--on-failure", "maybe"), "keep or compensate"),
         (("cancel", "nope"), "no run 'nope'"),
         (("deliver", "nope", "--to", "out"), "no run 'nope'"),
+        (("cancel", "nope", "--compensate-url", "http://h/{key}"), "only with --compensate"),
     ],
 )
 def test_usage_errors_say_what_to_do(ws: Workspace, args: tuple[str, ...], words: str) -> None:
@@ -460,6 +466,26 @@ def test_a_file_name_too_long_fails_that_document_only(ws: Workspace) -> None:
     assert_verified(ws, run_id)
 
 
+def test_folders_made_for_a_refused_delivery_are_removed_by_compensation(
+    ws: Workspace,
+) -> None:
+    """The file name is refused after its folder was made (a retry finds it there): the
+    folder is still the run's, and compensation removes it with the others."""
+    (ws.root / "in" / "deep").mkdir()
+    too_long = "b" * 251 + ".txt"
+    (ws.root / "in" / "deep" / too_long).write_text("Ada Lovelace met Babbage.\n" * 5)
+    proc = ws.cli("run", "in", "--deliver-to", "out")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    assert (ws.root / "out" / "in" / "deep").is_dir()
+    refused = [r for r in deliveries(ws, run_id) if r["status"] == "refused"]
+    assert len(refused) == 1 and str(ws.root / "out" / "in" / "deep") in refused[0]["made_dirs"]
+    undone = ws.cli("cancel", run_id, "--compensate")
+    assert undone.popen.returncode == 0, undone.describe()
+    assert not (ws.root / "out").exists()  # every folder the run made, the refused one's too
+    assert_verified(ws, run_id)
+
+
 @pytest.mark.parametrize("code", [401, 403, 404, 405])
 def test_a_post_refused_for_every_document_halts_the_run(
     ws: Workspace, hook: FakeHook, code: int
@@ -472,6 +498,13 @@ def test_a_post_refused_for_every_document_halts_the_run(
     run_id = run_id_of(proc)
     report = ws.status(run_id)
     assert report["status"] == "halted" and report["documents"]["failed"] == 1  # the bad PDF
+    rows = deliveries(ws, run_id)
+    assert [r["status"] for r in rows] == ["refused"]  # answered, not accepted: nothing to undo
+    assert str(code) in rows[0]["undo"]
+    assert_verified(ws, run_id)
+    cancelled = ws.cli("cancel", run_id, "--compensate")
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    assert hook.deletes() == [] and [r["status"] for r in deliveries(ws, run_id)] == ["refused"]
     assert_verified(ws, run_id)
 
 
@@ -536,3 +569,157 @@ def test_a_delivery_folder_among_the_inputs_is_not_processed(ws: Workspace) -> N
     run_id = run_id_of(proc)
     assert not any(path.startswith("in/out/") for path in ws.export(run_id))
     assert ws.status(run_id)["documents"]["total"] == DONE + 1
+
+
+# -- the second review ----------------------------------------------------------------------
+
+
+def test_a_changed_file_after_a_cut_off_post_leaves_both_copies_undoable(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    """POST under K1 cut off by kill -9, the file edited, resume: a POST under K2 of the
+    new content. Both are rows of their own; cancel --compensate withdraws both."""
+    hook.hold(HELD)
+    by_key = f"{hook.url}/by-key/{{key}}"
+    proc = ws.spawn("run", "in", "--deliver-to", hook.url, "--compensate-url", by_key)
+    wait_until(lambda: bool(hook.posts(HELD)), proc)
+    proc.popen.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    hook.release()
+    with (ws.root / "in" / "kestrel_roadmap_meeting.md").open("a") as source:
+        source.write("\nA late addendum: the roadmap slips a quarter.\n")
+    run_id = ws.run_ids()[0]
+    resumed = ws.cli("resume", run_id)
+    assert resumed.popen.returncode == FAILED, resumed.describe()
+    held = hook.posts(HELD)
+    assert len(held) == 2 and held[0]["key"] != held[1]["key"]
+    rows = [r for r in deliveries(ws, run_id) if r["idempotency_key"] in
+            {held[0]["key"], held[1]["key"]}]  # fmt: skip
+    assert [r["status"] for r in rows] == ["delivering", "delivered"]
+    assert len(hook.stored) == DONE + 1  # the receiver holds both copies
+    assert_verified(ws, run_id)
+
+    cancelled = ws.cli("cancel", run_id, "--compensate")
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    assert hook.stored == {}
+    assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn"}
+    assert_verified(ws, run_id)
+
+
+def test_a_file_of_an_earlier_delivery_of_the_document_is_ours_to_replace(
+    tmp_path: Path,
+) -> None:
+    """The folder variant: a write cut off before its checkpoint left the old content's
+    file; the new content replaces it (its hash is an earlier row's), anyone else's file
+    is still never replaced."""
+    folder = Folder(str(tmp_path / "out"), tmp_path / "out")
+    old, new = b'{"v": 1}\n', b'{"v": 2}\n'
+    first = publish(folder, "in/a.txt", old, "k1")
+    with pytest.raises(DocumentError) as refused:
+        publish(folder, "in/a.txt", new, "k2")
+    assert refused.value.reason == Reason.TARGET_EXISTS
+    planned = folder.plan("in/a.txt", new, "k2")
+    folder.publish(planned, new, ours=frozenset({first.sha256}))
+    assert files_under(folder.root) == {"in/a.txt.json": new}
+
+
+def test_delivering_again_after_a_withdrawal_is_a_new_delivery(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--on-failure", "compensate")
+    assert proc.popen.returncode == FAILED, proc.describe()
+    run_id = run_id_of(proc)
+    assert hook.stored == {} and len(hook.deletes()) == DONE
+    again = ws.cli("deliver", run_id, "--to", hook.url)
+    assert again.popen.returncode == 0, again.describe()
+    assert "8 delivered" in again.stdout
+    assert len(hook.stored) == DONE  # new keys: the receiver takes them again
+    first_keys = {r["key"] for r in hook.posts()[:DONE]}
+    assert not first_keys & {r["key"] for r in hook.posts()[DONE:]}
+    rows = deliveries(ws, run_id)
+    assert sorted(r["generation"] for r in rows) == [0] * DONE + [1] * DONE
+    cancelled = ws.cli("cancel", run_id, "--compensate")
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    assert hook.stored == {}  # a second withdrawal has keys of its own, not replayed
+    deletes = [r["key"] for r in hook.deletes()]
+    assert len(deletes) == 2 * DONE and len(set(deletes)) == 2 * DONE
+    assert_verified(ws, run_id)
+
+
+def test_a_killed_run_cancelled_and_killed_mid_undo_stays_cancelled(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    hook.hold(HELD)
+    by_key = f"{hook.url}/by-key/{{key}}"
+    proc = ws.spawn("run", "in", "--deliver-to", hook.url, "--compensate-url", by_key)
+    wait_until(lambda: bool(hook.posts(HELD)), proc)
+    proc.popen.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    hook.release()
+    run_id = ws.run_ids()[0]
+    hook.hold("/by-key/")  # every DELETE is recorded, then gets no answer
+    cancel = ws.spawn("cancel", run_id, "--compensate")
+    wait_until(lambda: bool(hook.deletes()), cancel)
+    cancel.popen.send_signal(signal.SIGKILL)
+    assert cancel.wait(30) == -signal.SIGKILL
+    hook.release()
+    assert ws.status(run_id)["status"] == "cancelled"
+    again = ws.cli("cancel", run_id, "--compensate")
+    assert again.popen.returncode == 0, again.describe()
+    assert hook.stored == {} and ws.status(run_id)["status"] == "cancelled"
+    assert_verified(ws, run_id)
+
+
+def test_compaction_keeps_delivering_refused_and_a_cancel_request(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    """A refused re-delivery (401), one cut off by kill -9 (``delivering``), a cancel: all
+    of it survives compaction, and the compensation after it verifies."""
+    run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
+    hook.script("POST", status(401, "not yours"))
+    refused = ws.cli("deliver", run_id, "--to", f"{hook.url}/two")
+    assert refused.popen.returncode == HALTED, refused.describe()
+    hook.hold(HELD)
+    cut = ws.spawn("deliver", run_id, "--to", f"{hook.url}/three", "--compensate-url",
+                   f"{hook.url}/three/by-key/{{key}}")  # fmt: skip
+    wait_until(lambda: bool(hook.posts(HELD)[1:]), cut)
+    cut.popen.send_signal(signal.SIGKILL)
+    assert cut.wait(30) == -signal.SIGKILL
+    hook.release()
+    assert {"delivering", "refused"} <= {r["status"] for r in deliveries(ws, run_id)}
+    cancelled = ws.cli("cancel", run_id)
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    compacted = ws.cli("compact", run_id)
+    assert compacted.popen.returncode == 0, compacted.describe()
+    assert replay(ws.events()).run["cancel_requested"] is True
+    assert_verified(ws, run_id)
+    undone = ws.cli("cancel", run_id, "--compensate")
+    assert undone.popen.returncode == 0, undone.describe()
+    assert hook.stored == {}
+    assert {r["status"] for r in deliveries(ws, run_id)} == {"withdrawn", "refused"}
+    assert_verified(ws, run_id)
+
+
+def test_a_cancel_during_a_redelivery_stops_it_and_the_run_stays_cancelled(
+    ws: Workspace, hook: FakeHook
+) -> None:
+    run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
+    hook.hold(HELD)
+    redelivery = ws.spawn("deliver", run_id, "--to", f"{hook.url}/two")
+    wait_until(lambda: bool(hook.posts(HELD)[1:]), redelivery)
+    cancel = ws.spawn("cancel", run_id)
+
+    def asked() -> bool:
+        return bool(query(ws.db, "SELECT cancel_requested FROM runs WHERE id = ?",
+                          (run_id,))[0][0])  # fmt: skip
+
+    wait_until(asked, cancel)
+    hook.release()  # the held POST is answered; the re-delivery looks before the next one
+    assert redelivery.wait(60) == CANCELLED, redelivery.describe()
+    assert "was cancelled" in redelivery.stderr and "Traceback" not in redelivery.stderr
+    assert cancel.wait(60) == 0, cancel.describe()
+    assert len(hook.posts()) < 2 * DONE  # it stopped: not every document went to /two
+    assert ws.status(run_id)["status"] == "cancelled"
+    again = ws.cli("deliver", run_id, "--to", f"{hook.url}/two")
+    assert again.popen.returncode == 2 and "cancelled" in again.stderr
+    assert_verified(ws, run_id)

@@ -170,7 +170,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
         "m001_initial", "m002_call_attempts", "m003_call_kept", "m004_call_prices",
         "m005_reservations", "m006_step_cache", "m007_exact_dollars", "m008_extractions",
         "m009_calls_in_flight", "m010_texts", "m011_deliveries", "m012_status_indexes",
-        "m013_call_lookup", "m014_delivery_undo",
+        "m013_call_lookup", "m014_delivery_undo", "m015_delivery_generations",
     ]  # fmt: skip
     assert mode == ("wal",)
 

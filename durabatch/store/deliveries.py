@@ -14,11 +14,20 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 from durabatch.clock import now_iso
 from durabatch.errors import StoreError
-from durabatch.store.records import Delivered, Delivery, DeliveryStatus, Owner, RunStatus, Work
+from durabatch.store.records import (
+    UNDOABLE,
+    Delivered,
+    Delivery,
+    DeliveryStatus,
+    Owner,
+    RunStatus,
+    Work,
+)
 
 
 class SQLiteDeliveries:
@@ -35,34 +44,66 @@ class SQLiteDeliveries:
         raise NotImplementedError  # the store's own
 
     def _upsert_delivery(self, run_id: str, doc_id: int, done: Delivered,
-                         status: DeliveryStatus) -> int:  # fmt: skip
-        """Inside a transaction: the row of a delivery to ``target`` (a repeat, or one made
-        again after it was withdrawn, updates the same row); its id."""
-        self.conn.execute(
-            "INSERT INTO deliveries (run_id, doc_id, target, kind, location, sha256,"
-            " idempotency_key, receiver_id, http_status, delivered_at, status, compensate_url,"
-            " made_dirs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, doc_id, target) DO UPDATE SET kind = excluded.kind,"
-            " location = excluded.location, sha256 = excluded.sha256,"
-            " idempotency_key = excluded.idempotency_key, receiver_id = excluded.receiver_id,"
-            " http_status = excluded.http_status, delivered_at = excluded.delivered_at,"
-            " status = excluded.status, compensate_url = excluded.compensate_url,"
-            " made_dirs = excluded.made_dirs, undo = NULL, undone_at = NULL",
-            (run_id, doc_id, done.target, done.kind, done.location, done.sha256, done.key,
-             done.receiver_id, done.http_status, now_iso(), status, done.compensate_url,
-             json.dumps(list(done.made_dirs))),
-        )  # fmt: skip
-        (delivery_id,) = self.conn.execute(
-            "SELECT id FROM deliveries WHERE run_id = ? AND doc_id = ? AND target = ?",
-            (run_id, doc_id, done.target),
+                         status: DeliveryStatus) -> tuple[int, Delivered]:  # fmt: skip
+        """Inside a transaction: the row of one delivery, by its key (the intent, then its
+        outcome, or the same delivery made again after a crash, update the same row; a
+        delivery of other content, or made again after a withdrawal, has a key and a row
+        of its own, so what was delivered before stays on record to be undone); its id.
+        The folders it created are those of every attempt: a re-plan after a crash finds
+        them already there. Its id, and the delivery as the row holds it."""
+        row = self.conn.execute(
+            "SELECT id, made_dirs FROM deliveries WHERE run_id = ? AND doc_id = ? AND target = ?"
+            " AND idempotency_key = ?",
+            (run_id, doc_id, done.target, done.key),
         ).fetchone()
-        return int(delivery_id)
+        made = list(done.made_dirs)
+        if row is not None:
+            made += [d for d in json.loads(row[1]) if d not in made]
+        made.sort(key=lambda d: d.count("/"), reverse=True)  # deepest first
+        done = replace(done, made_dirs=tuple(made))
+        if row is None:
+            cursor = self.conn.execute(
+                "INSERT INTO deliveries (run_id, doc_id, target, kind, location, sha256,"
+                " idempotency_key, receiver_id, http_status, delivered_at, status,"
+                " compensate_url, made_dirs, generation)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, doc_id, done.target, done.kind, done.location, done.sha256, done.key,
+                 done.receiver_id, done.http_status, now_iso(), status, done.compensate_url,
+                 json.dumps(made), done.generation),
+            )  # fmt: skip
+            return int(cursor.lastrowid or 0), done
+        self.conn.execute(
+            "UPDATE deliveries SET kind = ?, location = ?, sha256 = ?, receiver_id = ?,"
+            " http_status = ?, delivered_at = ?, status = ?, compensate_url = ?, made_dirs = ?,"
+            " generation = ?, undo = NULL, undone_at = NULL WHERE id = ?",
+            (done.kind, done.location, done.sha256, done.receiver_id, done.http_status,
+             now_iso(), status, done.compensate_url, json.dumps(made), done.generation,
+             row[0]),
+        )  # fmt: skip
+        return int(row[0]), done
 
     def _add_delivery(self, run_id: str, doc_id: int, done: Delivered) -> None:
         """Inside a transaction: the side effect happened; its intent row becomes
         ``delivered`` (a row is made when there was none, as in databases of before)."""
-        delivery_id = self._upsert_delivery(run_id, doc_id, done, DeliveryStatus.DELIVERED)
+        delivery_id, done = self._upsert_delivery(run_id, doc_id, done, DeliveryStatus.DELIVERED)
         self._event(run_id, "delivered", _data(delivery_id, done), doc_id)
+        if done.kind != "folder":
+            return  # a receiver keeps every copy it took: each stays to be undone
+        # the file of an earlier delivery of this document (other content) was replaced
+        replaced = self.conn.execute(
+            "SELECT id, status FROM deliveries WHERE run_id = ? AND doc_id = ? AND target = ?"
+            " AND location = ? AND id != ? AND status IN (?, ?, ?)",
+            (run_id, doc_id, done.target, done.location, delivery_id, *UNDOABLE),
+        ).fetchall()
+        for earlier_id, _ in replaced:
+            note = f"replaced by delivery {delivery_id}"
+            self.conn.execute(
+                "UPDATE deliveries SET status = ?, undo = ?, undone_at = ? WHERE id = ?",
+                (DeliveryStatus.WITHDRAWN, note, now_iso(), earlier_id),
+            )
+            data = {"delivery": earlier_id, "status": DeliveryStatus.WITHDRAWN, "undo": note,
+                    "why": "superseded", "location": done.location}  # fmt: skip
+            self._event(run_id, "delivery_undone", data, doc_id)
 
     def intend_delivery(self, owner: Owner, run_id: str, doc_id: int, planned: Delivered,
                         work: Work | None = None) -> None:  # fmt: skip
@@ -75,8 +116,8 @@ class SQLiteDeliveries:
                 self._check_running(owner, work)
             else:
                 self._owned(owner, run_id)
-            delivery_id = self._upsert_delivery(run_id, doc_id, planned,
-                                                DeliveryStatus.DELIVERING)  # fmt: skip
+            delivery_id, planned = self._upsert_delivery(run_id, doc_id, planned,
+                                                         DeliveryStatus.DELIVERING)  # fmt: skip
             self._event(run_id, "delivery_started", _data(delivery_id, planned), doc_id)
 
     def refuse_delivery(self, owner: Owner, run_id: str, doc_id: int, target: str,
@@ -140,10 +181,18 @@ class SQLiteDeliveries:
         ).fetchall()
         return [_delivery(row) for row in rows]
 
+    def deliveries_of(self, doc_id: int) -> list[Delivery]:
+        """One document's deliveries, to every target, oldest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM deliveries WHERE doc_id = ? ORDER BY id", (doc_id,)
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
     def request_cancel(self, run_id: str, *, unowned: bool = False) -> None:
         """Ask the run's owner, wherever it is, to stop: it looks at every heartbeat, and
-        right after it takes the run. ``unowned``: nobody works on it, so it is
-        ``cancelled`` from now on, even if the compensation that follows is killed."""
+        right after it takes the run. ``unowned``: nobody works on it (a lease left by a
+        killed owner counts for nothing), so it is ``cancelled`` from now on, even if the
+        compensation that follows is killed."""
         with self._tx():
             cursor = self.conn.execute(
                 "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
@@ -154,8 +203,7 @@ class SQLiteDeliveries:
             if (
                 unowned
                 and self.conn.execute(
-                    "UPDATE runs SET status = ? WHERE id = ? AND lease_session IS NULL"
-                    " AND status != ?",
+                    "UPDATE runs SET status = ? WHERE id = ? AND status != ?",
                     (RunStatus.CANCELLED, run_id, RunStatus.CANCELLED),
                 ).rowcount
             ):
@@ -199,6 +247,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         undone_at=row["undone_at"],
         compensate_url=row["compensate_url"],
         made_dirs=tuple(json.loads(row["made_dirs"])),
+        generation=row["generation"],
     )
 
 
@@ -207,4 +256,5 @@ def _data(delivery_id: int, done: Delivered) -> dict[str, Any]:
     return {"delivery": delivery_id, "target": done.target, "kind": done.kind,
             "location": done.location, "sha256": done.sha256, "key": done.key,
             "receiver_id": done.receiver_id, "http_status": done.http_status,
-            "compensate_url": done.compensate_url, "made_dirs": list(done.made_dirs)}  # fmt: skip
+            "compensate_url": done.compensate_url, "made_dirs": list(done.made_dirs),
+            "generation": done.generation}  # fmt: skip

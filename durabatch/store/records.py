@@ -126,6 +126,8 @@ class Work:
     recheck: bool = False
     # deliver only: the outputs of the document's earlier steps, by step name
     results: dict[str, Any] = field(default_factory=dict)
+    # deliver only: the document's deliveries so far (a generation, a file that is ours)
+    earlier: tuple[Delivery, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class Delivered:
     http_status: int | None = None
     compensate_url: str | None = None  # the webhook's DELETE URL template ({id}, {key})
     made_dirs: tuple[str, ...] = ()  # folders that did not exist before: removed when empty
+    generation: int = 0  # earlier withdrawals of this content from this target: in the keys
 
 
 @dataclass(frozen=True)

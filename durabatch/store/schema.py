@@ -301,3 +301,32 @@ def m014_delivery_undo(db: Database) -> None:
         "ALTER TABLE deliveries ADD COLUMN made_dirs TEXT NOT NULL DEFAULT '[]'",
     ):
         db.execute(statement)
+
+
+@migrations(name="m015_delivery_generations")
+def m015_delivery_generations(db: Database) -> None:
+    """A row per delivery made, not per target: a document whose file changed after a
+    delivery cut off before its checkpoint is delivered again under a new key, and the
+    earlier one stays on record to be undone. ``generation``: how many times this content
+    was withdrawn from this target before, part of both keys, so delivering it again
+    after a withdrawal is a new delivery to the receiver, and so is its undo."""
+    for statement in (
+        "CREATE TABLE deliveries_new (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL"
+        " REFERENCES runs(id), doc_id INTEGER NOT NULL REFERENCES documents(id),"
+        " target TEXT NOT NULL, kind TEXT NOT NULL, location TEXT NOT NULL,"
+        " sha256 TEXT NOT NULL, idempotency_key TEXT NOT NULL, receiver_id TEXT,"
+        " http_status INTEGER, delivered_at TEXT NOT NULL, status TEXT NOT NULL,"
+        " undo TEXT, undone_at TEXT, compensate_url TEXT,"
+        " made_dirs TEXT NOT NULL DEFAULT '[]', generation INTEGER NOT NULL DEFAULT 0,"
+        " UNIQUE (run_id, doc_id, target, idempotency_key))",
+        "INSERT INTO deliveries_new (id, run_id, doc_id, target, kind, location, sha256,"
+        " idempotency_key, receiver_id, http_status, delivered_at, status, undo, undone_at,"
+        " compensate_url, made_dirs) SELECT id, run_id, doc_id, target, kind, location,"
+        " sha256, idempotency_key, receiver_id, http_status, delivered_at, status, undo,"
+        " undone_at, compensate_url, made_dirs FROM deliveries",
+        "DROP TABLE deliveries",
+        "ALTER TABLE deliveries_new RENAME TO deliveries",
+        "CREATE INDEX deliveries_run ON deliveries(run_id, status, id)",
+        "CREATE INDEX deliveries_doc ON deliveries(doc_id, target)",
+    ):
+        db.execute(statement)

@@ -615,6 +615,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             partials=tuple(json.loads(row[0]) for row in partials),
             recheck=step != Step.EXTRACT and not seen_here,
             results=self.results(doc.id) if step == Step.DELIVER else {},
+            earlier=tuple(self.deliveries_of(doc.id)) if step == Step.DELIVER else (),
         )
 
     def results(self, doc_id: int) -> dict[str, Any]:
@@ -831,18 +832,20 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             else:
                 self._set_doc(doc.id, DocStatus.PENDING)
 
-    def abandon(
-        self, owner: Owner, works: Sequence[Work], why: str, calls: Sequence[CallRecord] = ()
-    ) -> None:
+    def abandon(self, owner: Owner, works: Sequence[Work], why: str,
+                calls: Sequence[CallRecord] = (), *, refused: bool = False) -> None:  # fmt: skip
         """Give back steps that were in flight when the session stopped.
 
         ``calls`` are the attempts the (single) abandoned step had made: a paused or
-        halted run still records what they cost."""
+        halted run still records what they cost. ``refused``: a deliver step the receiver
+        answered without taking it; its delivery is ``refused`` in the same transaction."""
         with self._tx():
             for work in works:
                 self._check_running(owner, work)
                 cost = self._record_calls(work, calls) if calls else None
                 doc = work.document
+                if refused and work.step == Step.DELIVER:
+                    self._refuse_delivery(doc.run_id, doc.id, why)
                 self._abandon(doc.run_id, doc.id, work.step, work.attempt, why, cost)
 
     def _abandon(self, run_id: str, doc_id: int, step: str, attempt: int, why: str,
