@@ -53,13 +53,13 @@ class ArtifactStore:
     def _put(self, target: Path, digest: str, data: bytes) -> str:
         if target.exists():
             # a writer killed between rename and fsync may have left it undurable
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return digest
         if not target.parent.exists():
             # mode applies to the folder made, not its parents: make each one private
             self.root.mkdir(exist_ok=True, mode=0o700)
             target.parent.mkdir(exist_ok=True, mode=0o700)
-            _fsync_dir(self.root)  # the new shard folder's name must survive power loss
+            fsync_dir(self.root)  # the new shard folder's name must survive power loss
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -70,7 +70,7 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return digest
 
     def get_text(self, digest: str) -> str:
@@ -85,7 +85,8 @@ class ArtifactStore:
         return hashlib.sha256(data).hexdigest() == digest
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a name just created, renamed or removed in ``folder`` survive power loss."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

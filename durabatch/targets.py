@@ -40,6 +40,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from durabatch.artifacts import fsync_dir
 from durabatch.errors import (
     Cancelled,
     DeliveryHalt,
@@ -171,7 +172,7 @@ class Folder:
                 return DeliveryStatus.LEFT, "changed since it was delivered: left in place"
             else:
                 path.unlink()
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 status, text = DeliveryStatus.WITHDRAWN, "file removed"
         except OSError as exc:
             if exc.errno in FOLDER_HALTS:
@@ -249,15 +250,7 @@ def _write_new(path: Path, body: bytes, digest: str, ours: frozenset[str] = froz
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def undo_key(key: str) -> str:
