@@ -272,7 +272,11 @@ def test_an_interrupted_compensation_resumes_where_it_stopped(
     ws: Workspace, hook: FakeHook
 ) -> None:
     run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
-    latest_first = [r["receiver_id"] for r in reversed(deliveries(ws, run_id))]
+    # latest delivered first: with several documents in flight, the order deliveries were
+    # noted in (their ids) is not always the order they were made in
+    latest_first = [r["receiver_id"] for r in query(
+        ws.db, "SELECT receiver_id FROM deliveries WHERE run_id = ?"
+        " ORDER BY delivered_at DESC, id DESC", (run_id,))]  # fmt: skip
     stuck = latest_first[3]
     hook.hold(f"/{stuck}")
     proc = ws.spawn("cancel", run_id, "--compensate")
