@@ -13,7 +13,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,6 @@ LAST = "in/zz_last.html"
 BROKEN = "in/damaged_report.pdf"
 STANDARD_DOCS = 16  # 9 samples + 5 notes + the slow page + the last page
 FAILED = 1  # exit code: finished, some documents failed (the broken sample PDF)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace(tmp_path)
-    yield workspace
-    workspace.cleanup()
 
 
 @pytest.fixture(scope="module")

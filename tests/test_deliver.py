@@ -74,6 +74,17 @@ def assert_verified(ws: Workspace, run_id: str) -> None:
     assert proc.popen.returncode == 0, proc.describe()
 
 
+def kill_during_the_held_post(ws: Workspace, hook: FakeHook, *extra: str) -> None:
+    """A run delivering to ``hook`` is killed (kill -9) while the receiver holds the POST
+    of ``HELD``; the receiver is then let go."""
+    hook.hold(HELD)
+    proc = ws.spawn("run", "in", "--deliver-to", hook.url, *extra)
+    wait_until(lambda: bool(hook.posts(HELD)), proc)
+    proc.popen.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    hook.release()
+
+
 def wait_until(condition: Callable[[], bool], proc: Proc, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -187,12 +198,7 @@ def test_webhook_gets_each_document_once_with_its_idempotency_key(
 def test_kill_9_between_post_and_commit_repeats_one_request_with_the_same_key(
     ws: Workspace, hook: FakeHook
 ) -> None:
-    hook.hold(HELD)
-    proc = ws.spawn("run", "in", "--deliver-to", hook.url)
-    wait_until(lambda: bool(hook.posts(HELD)), proc)
-    proc.popen.send_signal(signal.SIGKILL)  # the receiver has it; the commit never came
-    assert proc.wait(30) == -signal.SIGKILL
-    hook.release()
+    kill_during_the_held_post(ws, hook)  # the receiver has it; the commit never came
     run_id = ws.run_ids()[0]
     resumed = ws.cli("resume", run_id)
     assert resumed.popen.returncode == FAILED, resumed.describe()
@@ -583,13 +589,7 @@ def test_a_changed_file_after_a_cut_off_post_leaves_both_copies_undoable(
 ) -> None:
     """POST under K1 cut off by kill -9, the file edited, resume: a POST under K2 of the
     new content. Both are rows of their own; cancel --compensate withdraws both."""
-    hook.hold(HELD)
-    by_key = f"{hook.url}/by-key/{{key}}"
-    proc = ws.spawn("run", "in", "--deliver-to", hook.url, "--compensate-url", by_key)
-    wait_until(lambda: bool(hook.posts(HELD)), proc)
-    proc.popen.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    hook.release()
+    kill_during_the_held_post(ws, hook, "--compensate-url", f"{hook.url}/by-key/{{key}}")
     with (ws.root / "in" / "kestrel_roadmap_meeting.md").open("a") as source:
         source.write("\nA late addendum: the roadmap slips a quarter.\n")
     run_id = ws.run_ids()[0]
@@ -653,13 +653,7 @@ def test_delivering_again_after_a_withdrawal_is_a_new_delivery(
 def test_a_killed_run_cancelled_and_killed_mid_undo_stays_cancelled(
     ws: Workspace, hook: FakeHook
 ) -> None:
-    hook.hold(HELD)
-    by_key = f"{hook.url}/by-key/{{key}}"
-    proc = ws.spawn("run", "in", "--deliver-to", hook.url, "--compensate-url", by_key)
-    wait_until(lambda: bool(hook.posts(HELD)), proc)
-    proc.popen.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    hook.release()
+    kill_during_the_held_post(ws, hook, "--compensate-url", f"{hook.url}/by-key/{{key}}")
     run_id = ws.run_ids()[0]
     hook.hold("/by-key/")  # every DELETE is recorded, then gets no answer
     cancel = ws.spawn("cancel", run_id, "--compensate")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from crashkit import (
     NOT_FINISHED,
     Event,
@@ -32,13 +30,6 @@ from durabatch.store import open_store
 # enough files that the walk lasts several discovery batches (of at most 500, or 50 ms)
 MANY = 2_000
 FAILED = 1  # exit code: finished, some documents failed (the broken sample PDF)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace(tmp_path)
-    yield workspace
-    workspace.cleanup()
 
 
 def many_notes(root: Path, count: int = MANY) -> str:

@@ -123,13 +123,6 @@ class MetadataServer:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    workspace = Workspace(tmp_path)
-    yield workspace
-    workspace.cleanup()
-
-
-@pytest.fixture
 def server() -> Iterator[MetadataServer]:
     with MetadataServer() as metadata:
         yield metadata
