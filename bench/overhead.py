@@ -1,6 +1,6 @@
 """What durability costs: `durabatch run` vs the same work in a plain loop, and the floor.
 
-    .venv/bin/python bench/overhead.py [--docs 5000] [--concurrency 1,4]
+    .venv/bin/python bench/overhead.py [--docs 5000] [--concurrency 1,4] [--rounds 3]
 
 Side by side, in one run, on the same disk:
 - plain: each document parsed by the same parser worker pool, then summarized and its
@@ -15,7 +15,9 @@ Prints the ratio durable / plain (target <= 1.15), also without the start-up, an
 durability adds per step next to the floor (target within 2x). Concurrency 1 is the
 like-for-like figure: above it the run also works on several documents at once (parser
 processes, model threads), which the plain loop does not, so the ratio there mixes
-durability's cost with that gain.
+durability's cost with that gain. Everything is measured ``--rounds`` times, interleaved
+(each round runs each thing once; each durable run gets a fresh database), and the
+medians are printed with their range: on a shared machine one run can move by a third.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 TARGET_RATIO = 1.15
 STEPS_PER_DOC = 3
@@ -67,9 +70,9 @@ def plain(folder: Path) -> float:
     return time.monotonic() - started
 
 
-def durable(folder: Path, work: Path, concurrency: int) -> float:
+def durable(folder: Path, work: Path, concurrency: int, round_: int = 0) -> float:
     binary = Path(sys.executable).parent / "durabatch"
-    db = work / f"bench-{folder.name}-{concurrency}.db"
+    db = work / f"bench-{folder.name}-{concurrency}-{round_}.db"  # a fresh one: nothing cached
     argv = [str(binary), "run", str(folder), "--db", str(db), "--concurrency", str(concurrency)]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=work, capture_output=True, text=True, check=False)
@@ -79,9 +82,9 @@ def durable(folder: Path, work: Path, concurrency: int) -> float:
     return elapsed
 
 
-def floor(work: Path, commits: int) -> float:
+def floor(work: Path, commits: int, round_: int = 0) -> float:
     """Seconds per fsynced commit of one small row, as the store commits a step."""
-    conn = sqlite3.connect(work / "floor.db", isolation_level=None)
+    conn = sqlite3.connect(work / f"floor-{round_}.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, doc INTEGER, step TEXT, out TEXT)")
@@ -95,38 +98,54 @@ def floor(work: Path, commits: int) -> float:
     return elapsed / commits
 
 
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """The median, and the range over the rounds."""
+    low, mid, high = (round(v * scale, digits) for v in (min(values), median(values), max(values)))
+    return f"{mid:8.{digits}f}  ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--concurrency", default="1,4", help="levels, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
+    steps = args.docs * STEPS_PER_DOC
+    plain_s: list[float] = []
+    start_s: list[float] = []
+    floor_s: list[float] = []
+    durable_s: dict[int, list[float]] = {level: [] for level in levels}
     work = Path(tempfile.mkdtemp(prefix="durabatch-overhead-", dir=Path.cwd()))
     try:
         folder = work / "docs"
         make_docs(folder, args.docs)
         (work / "empty").mkdir()
-        plain_s = plain(folder)
-        start_s = min(durable(work / "empty", work, level) for level in (1, 2, 3))
-        durable_s = {level: durable(folder, work, level) for level in levels}
-        per_commit = floor(work, min(args.docs * STEPS_PER_DOC, 3000))
+        for n in range(args.rounds):  # each round measures everything once, side by side
+            plain_s.append(plain(folder))
+            start_s.append(durable(work / "empty", work, 1, n))
+            for level in levels:
+                durable_s[level].append(durable(folder, work, level, n))
+            floor_s.append(floor(work, min(steps, 3000), n))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    steps = args.docs * STEPS_PER_DOC
-    print(f"documents {args.docs}, steps {steps}")
-    print(f"plain loop:                 {plain_s:8.2f} s")
-    print(f"durabatch start-up:         {start_s:8.2f} s  (an empty folder)")
-    print(f"floor (one fsynced commit): {per_commit * 1e6:8.0f} us per step")
+    print(f"documents {args.docs}, steps {steps}; median of {args.rounds} rounds (range)")
+    print(f"plain loop:                 {spread(plain_s)} s")
+    print(f"durabatch start-up:         {spread(start_s)} s  (an empty folder)")
+    print(f"floor (one fsynced commit): {spread(floor_s, 1e6, 0)} us per step")
     met = True
-    for level, seconds in durable_s.items():
-        ratio, steady = seconds / plain_s, (seconds - start_s) / plain_s
-        per_step = (seconds - start_s - plain_s) / steps
-        met = met and ratio <= TARGET_RATIO
-        print(f"durabatch run, concurrency {level}: {seconds:8.2f} s")
-        print(f"  ratio durable/plain {ratio:.2f}, without start-up {steady:.2f}  "
-              f"(target <= {TARGET_RATIO})")  # fmt: skip
-        print(f"  durability adds {per_step * 1e6:6.0f} us per step: "
-              f"{per_step / per_commit:.2f}x the floor (target <= 2)")  # fmt: skip
+    for level, runs in durable_s.items():
+        rounds = list(zip(runs, plain_s, start_s, floor_s, strict=True))
+        ratio = [d / p for d, p, _, _ in rounds]
+        steady = [(d - s) / p for d, p, s, _ in rounds]
+        per_step = [(d - s - p) / steps for d, p, s, _ in rounds]
+        to_floor = [(d - s - p) / steps / f for d, p, s, f in rounds]
+        met = met and median(ratio) <= TARGET_RATIO and median(to_floor) <= 2
+        print(f"durabatch run, concurrency {level}: {spread(runs)} s")
+        print(f"  ratio durable/plain   {spread(ratio)}  (target <= {TARGET_RATIO})")
+        print(f"  without the start-up  {spread(steady)}")
+        print(f"  durability adds       {spread(per_step, 1e6, 0)} us per step")
+        print(f"  that is, x the floor  {spread(to_floor)}  (target <= 2)")
     sys.exit(0 if met else 1)
 
 

@@ -22,6 +22,7 @@ database stays consistent: SQLite rolls back what was not committed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -57,12 +58,14 @@ from durabatch.sandbox import ParserPool
 from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
+from durabatch.store.base import CacheLookups
 from durabatch.store.records import (
     CANCELLED_BY,
     CachedStep,
     Counts,
     Delivered,
     DocStatus,
+    Document,
     NewDocument,
     Owner,
     Run,
@@ -78,6 +81,7 @@ if TYPE_CHECKING:
     from durabatch.targets import Target
 
 DISCOVERY_BATCH = 500
+PREFETCH = 64  # pending documents read at once
 # The writer gives up the GIL in every commit; with workers busy it would then wait up to
 # Python's default 5 ms switch interval to get it back, per commit. Runs of the overhead
 # bench's 1,000 documents with the interval patched were about 20% faster at the default
@@ -150,18 +154,6 @@ class _Reserve:
 
 
 @dataclass(frozen=True)
-class _Lookup:
-    """A worker asks the writer for an earlier answer to the same inputs: text extracted
-    from the same bytes, or (``step``) a model step's answer."""
-
-    work: Work
-    key: str
-    done: threading.Event
-    found: list[CachedStep]
-    step: bool = False
-
-
-@dataclass(frozen=True)
 class _Intent:
     """A worker asks the writer to write a delivery down (``delivering``) before it is
     sent or written, so that no side effect can happen without a record to undo it; in a
@@ -173,7 +165,7 @@ class _Intent:
     refused: list[BaseException]
 
 
-Message = _Finished | _Partial | _Reserve | _Lookup | _Intent
+Message = _Finished | _Partial | _Reserve | _Intent
 
 
 class Engine:
@@ -192,9 +184,10 @@ class Engine:
         self.parsers = ParserPool(pdf_engine=settings.pdf_engine)
         self.draining = draining or threading.Event()
         self._results: queue.Queue[Message] = queue.Queue()
-        self._tasks: queue.Queue[Work] = queue.Queue()
+        self._tasks: queue.Queue[Work | None] = queue.Queue()
         self._inflight: dict[int, Work] = {}
         self._done: list[tuple[Work, StepResult]] = []  # results not yet committed
+        self._pending: collections.deque[Document] = collections.deque()
         self._last_beat = time.monotonic()
         self._drain_reason: str | None = None
         self._stopped_by: HaltError | NotFinished | None = None
@@ -342,7 +335,7 @@ class Engine:
             claim = not self.draining.is_set()
             free = self.settings.concurrency - len(self._inflight)
             free -= sum(1 for work, _ in done if self._next(work) is not None) if claim else 0
-            fresh = self.store.pending_documents(run.id, free) if run and claim and free > 0 else []
+            fresh = self._fresh(run, free) if run and claim and free > 0 else []
             if not done and not fresh:
                 return
             try:
@@ -355,9 +348,20 @@ class Engine:
                 raise
             for claimed in [*following, *started]:
                 if claimed is not None:
-                    self._submit(owner, claimed)  # a cached answer joins the next round
+                    self._inflight[claimed.document.id] = claimed
+                    self._tasks.put(claimed)
             for work, _ in done:
                 self.observer.step_done(work, "", None if self._next(work) else DocStatus.DONE)
+
+    def _fresh(self, run: Run, count: int) -> list[Document]:
+        """Up to ``count`` pending documents, first in discovery order. They are read
+        ``PREFETCH`` at a time: only this session changes them, and one that becomes
+        pending again (a failed attempt) is read with the next lot."""
+        if len(self._pending) < count:
+            self._pending = collections.deque(
+                self.store.pending_documents(run.id, max(count, PREFETCH))
+            )
+        return [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
 
     def _open_target(self, run: Run) -> Target | None:
         spec = run.settings.get("deliver_to")
@@ -370,18 +374,6 @@ class Engine:
 
     def _next(self, work: Work) -> Step | None:
         return work.step.next(deliver=self._delivers)
-
-    def _submit(self, owner: Owner, work: Work) -> None:
-        self._inflight[work.document.id] = work
-        if work.recheck:  # the worker first checks the file; no answer is reused before
-            self._tasks.put(work)
-            return
-        key = self._cache_key(work)
-        hit = self.store.cached_step(key) if key and not self.settings.no_cache else None
-        if hit is None or key is None:
-            self._tasks.put(work)
-            return
-        self._handle(owner, _Finished(work, result=_from_cache(key, hit)))
 
     def _cache_key(self, work: Work) -> str | None:
         """What a model step's answer depends on, hashed; None for any other step: extract
@@ -432,22 +424,13 @@ class Engine:
             finally:
                 message.done.set()
             return
-        if isinstance(message, _Lookup):
-            find = self.store.cached_step if message.step else self.store.cached_extraction
-            hit = find(message.key)
-            message.found.extend([hit] if hit else [])
-            message.done.set()
-            return
         if isinstance(message, _Partial):
             self.store.save_partial(owner, work, message.index, message.output, message.calls)
             message.done.set()
             return
         del self._inflight[work.document.id]
         if message.result is not None:
-            result = message.result
-            if result.cache_key is None:
-                result = replace(result, cache_key=self._cache_key(work))
-            self._done.append((work, result))  # committed with the others that came with it
+            self._done.append((work, message.result))  # committed with those that came with it
         else:
             assert message.error is not None
             self._fail(owner, work, message.error)
@@ -488,32 +471,37 @@ class Engine:
     # -- workers (never touch the store) ---------------------------------------------
 
     def _work(self, context: StepContext) -> None:
-        while True:
-            work = self._tasks.get()
-            own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
-                          intend=functools.partial(self._intend, work),
-                          reuse=None if self.settings.no_cache else
-                          functools.partial(self._lookup, work))  # fmt: skip
-            guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
-            token = budget.current.set(guard if self.provider.name != "local" else None)
-            try:
-                if work.recheck:
-                    _same_source(work, self.settings.max_bytes)
-                result = self._reused(work) or STEPS[work.step](work, own)
-            except BaseException as exc:
-                self._results.put(_Finished(work, error=exc))
-            else:
-                self._results.put(_Finished(work, result=result))
-            finally:
-                budget.current.reset(token)
+        """Run the steps handed out until the run ends (None). Each worker looks up earlier
+        answers on a read connection of its own: the writer spends nothing on a miss."""
+        cache = None if self.settings.no_cache else self.store.reader()
+        try:
+            while (work := self._tasks.get()) is not None:
+                self._results.put(self._step(work, context, cache))
+        finally:
+            if cache is not None:
+                cache.close()
 
-    def _reused(self, work: Work) -> StepResult | None:
-        """In a worker, once the file is known unchanged: an earlier identical answer."""
-        if not work.recheck or self.settings.no_cache:
-            return None  # the writer looked already, before it handed the step out
-        key = self._cache_key(work)
-        hit = self._lookup(work, key, step=True) if key else None
-        return None if hit is None or key is None else _from_cache(key, hit)
+    def _step(self, work: Work, context: StepContext, cache: CacheLookups | None) -> _Finished:
+        own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
+                      intend=functools.partial(self._intend, work),
+                      reuse=None if cache is None else cache.cached_extraction)  # fmt: skip
+        guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
+        token = budget.current.set(guard if self.provider.name != "local" else None)
+        try:
+            if work.recheck:  # the file is checked before any earlier answer is reused
+                _same_source(work, self.settings.max_bytes)
+            key = self._cache_key(work)
+            hit = cache.cached_step(key) if cache is not None and key is not None else None
+            if key is not None and hit is not None:
+                return _Finished(work, result=_from_cache(key, hit))
+            result = STEPS[work.step](work, own)
+            if key is not None:
+                result = replace(result, cache_key=key)
+            return _Finished(work, result=result)
+        except BaseException as exc:
+            return _Finished(work, error=exc)
+        finally:
+            budget.current.reset(token)
 
     def _guard(self, work: Work, call: PaidCall) -> None:
         """Runs in a worker before each paid attempt; the writer decides."""
@@ -547,12 +535,6 @@ class Engine:
         self._results.put(_Partial(work, index, output, calls, done))
         self._wait_for_writer(work, done)
 
-    def _lookup(self, work: Work, key: str, *, step: bool = False) -> CachedStep | None:
-        message = _Lookup(work, key, threading.Event(), [], step)
-        self._results.put(message)
-        self._wait_for_writer(work, message.done)
-        return message.found[0] if message.found else None
-
     def _wait_for_writer(self, work: Work, done: threading.Event) -> None:
         while not done.wait(POLL_SECONDS):
             if self._inflight.get(work.document.id) is not work:
@@ -572,6 +554,8 @@ class Engine:
                 self._beat(run, owner)  # a long grace must not let the lease lapse
         except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
             self._stop_with(exc)
+        for _ in range(self.settings.concurrency):
+            self._tasks.put(None)  # the workers end (those still in a step, after it)
         self.parsers.close()
         if self.target is not None:
             self.target.close()

@@ -26,6 +26,15 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A connection that only reads (a worker's cache lookups), beside the writer's."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
 def create_private(path: Path) -> None:
     """Create the database file readable by its owner only (keys never go in, but results do)."""
     if not path.parent.is_dir():

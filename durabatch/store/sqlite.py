@@ -42,12 +42,12 @@ from durabatch.models.base import CallRecord
 from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
+from durabatch.store.cache import CacheReader, SQLiteCache
 from durabatch.store.connection import connect, create_private, write_error
 from durabatch.store.deliveries import SQLiteDeliveries
 from durabatch.store.locks import RunLocks, pid_alive
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
-    CachedStep,
     Compaction,
     DocStatus,
     Document,
@@ -65,7 +65,7 @@ from durabatch.store.records import (
 from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
 
-class SQLiteStore(SQLiteReads, SQLiteDeliveries):
+class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         # the engine swaps in the run's own book (its --price-provider and user prices)
@@ -79,6 +79,10 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 )
             create_private(path)
         self._batched = False
+        # inside a batch: one time for its rows, and its events and model calls, inserted
+        # as a few multi-row statements just before its COMMIT
+        self._batch_at = ""
+        self._deferred: dict[str, list[tuple[Any, ...]]] = {EVENT_ROW: [], CALL_ROW: []}
         # (doc_id, step) that may have calls written down in ``reservations`` by this
         # session; a step that made none skips looking for lost calls when it commits
         self._noted: set[tuple[int, str]] = set()
@@ -112,6 +116,10 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         suffixes = ("", "-wal", "-shm", "-journal")
         return [self.path.with_name(self.path.name + s) for s in suffixes] + [self.files]
 
+    def reader(self) -> CacheReader:
+        """The cache lookups on a connection of their own: one per worker thread."""
+        return CacheReader(self.path)
+
     def close(self) -> None:
         self.locks.drop_all()
         self.conn.close()
@@ -125,11 +133,34 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             yield
             return
         with self._tx():
-            self._batched = True
+            self._batched, self._batch_at = True, now_iso()
             try:
                 yield
+                self._flush()
             finally:
                 self._batched = False
+                for rows in self._deferred.values():
+                    rows.clear()
+
+    def _at(self) -> str:
+        return self._batch_at if self._batched else now_iso()
+
+    def _insert(self, insert: str, row: tuple[Any, ...]) -> None:
+        """One row into events or model_calls: now, or with the others at the batch's end
+        (nothing reads those tables inside a batch)."""
+        if self._batched:
+            self._deferred[insert].append(row)
+        else:
+            self.conn.execute(f"{insert} ({', '.join('?' * len(row))})", row)
+
+    def _flush(self) -> None:
+        for insert, rows in self._deferred.items():
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[start : start + ROWS_PER_INSERT]
+                marks = f"({', '.join('?' * len(chunk[0]))})"
+                params = [value for row in chunk for value in row]
+                self.conn.execute(f"{insert} {', '.join([marks] * len(chunk))}", params)
+            rows.clear()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -173,10 +204,8 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         doc_id: int | None = None,
         step: str | None = None,
     ) -> None:
-        self.conn.execute(
-            "INSERT INTO events (run_id, at, type, doc_id, step, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, now_iso(), type_, doc_id, step, json.dumps(data, ensure_ascii=False)),
-        )
+        row = (run_id, self._at(), type_, doc_id, step, json.dumps(data, ensure_ascii=False))
+        self._insert(EVENT_ROW, row)
 
     def _changed(self, cursor: sqlite3.Cursor, what: str) -> None:
         if cursor.rowcount != 1:
@@ -439,40 +468,6 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         # the calls the dead owner had in flight are now failed attempts; no hold remains
         self.conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
 
-    def cached_step(self, cache_key: str) -> CachedStep | None:
-        """The answer of a finished step with the same inputs, from any run here."""
-        row = self.conn.execute(
-            "SELECT s.output, d.run_id, d.path,"
-            " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
-            "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
-            " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
-            "  AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls FROM steps s"
-            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
-            " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
-            (cache_key, StepStatus.DONE),
-        ).fetchone()
-        if row is None:
-            return None
-        cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
-        return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
-
-    def cached_extraction(self, cache_key: str) -> CachedStep | None:
-        """A file's text extracted earlier from the same bytes: by a run's extract step,
-        or by `durabatch estimate`."""
-        row = self.conn.execute(
-            "SELECT output, artifact, source,"
-            " EXISTS (SELECT 1 FROM texts t WHERE t.digest = artifact) AS inline FROM"
-            " (SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
-            "  JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
-            "  UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
-            "  WHERE key = ?) LIMIT 1",
-            (cache_key, StepStatus.DONE, cache_key),
-        ).fetchone()
-        if row is None:
-            return None
-        output, artifact, source = json.loads(row["output"]), row["artifact"], row["source"]
-        return CachedStep(output, source, Decimal(0), artifact, bool(row["inline"]))
-
     def inline_text(self, digest: str) -> str | None:
         """Extracted text the database holds (small texts are not files)."""
         row = self.conn.execute("SELECT text FROM texts WHERE digest = ?", (digest,)).fetchone()
@@ -567,12 +562,13 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         with self._tx():
             return [self._start(owner, doc, doc.step or Step.EXTRACT) for doc in docs]
 
-    def _start(self, owner: Owner, doc: Document, step: Step) -> Work:
-        now = now_iso()
+    def _start(self, owner: Owner, doc: Document, step: Step, sha256: str | None = None) -> Work:
+        """Claim ``step`` of ``doc``; ``sha256``: its content hash, just found by extract."""
+        now = self._at()
         cursor = self.conn.execute(
-            "UPDATE documents SET status = ?, step = ?, updated_at = ? WHERE id = ? AND status IN"
-            " (?, ?)",
-            (DocStatus.RUNNING, step, now, doc.id, DocStatus.PENDING, DocStatus.RUNNING),
+            "UPDATE documents SET status = ?, step = ?, updated_at = ?,"
+            " sha256 = COALESCE(?, sha256) WHERE id = ? AND status IN (?, ?)",
+            (DocStatus.RUNNING, step, now, sha256, doc.id, DocStatus.PENDING, DocStatus.RUNNING),
         )
         self._changed(cursor, f"starting {step} of {doc.path}")
         cursor = self.conn.execute(
@@ -602,10 +598,11 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         ).fetchone()
         self._event(doc.run_id, "step_started", {"attempt": attempt, "session": owner.session_id},
                     doc.id, step)  # fmt: skip
+        # only an earlier attempt of this step can have left partial results
         partials = self.conn.execute(
             "SELECT output FROM partials WHERE doc_id = ? AND step = ? ORDER BY idx",
             (doc.id, step),
-        ).fetchall()
+        ).fetchall() if attempt > 1 else []  # fmt: skip
         return Work(
             document=replace(doc, sha256=sha256),
             step=step,
@@ -712,17 +709,11 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 else None
             )
             cost = to_pico(exact)
-            self.conn.execute(
-                "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model,"
-                " input_tokens, output_tokens, cost_pico, latency_ms, http_status, error, at,"
-                " host, retry, error_class, kept, cached_tokens, input_price, output_price,"
-                " cached_price, price_source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, doc_id, step, attempt, call.provider, call.model,
-                 call.input_tokens, call.output_tokens, cost, call.latency_ms, call.http_status,
-                 call.error, now_iso(), call.host, call.retry, call.error_class,
-                 int(kept and call.ok), call.cached_tokens, *_rates(price)),
-            )  # fmt: skip
+            self._insert(CALL_ROW, (run_id, doc_id, step, attempt, call.provider, call.model,
+                         call.input_tokens, call.output_tokens, cost, call.latency_ms,
+                         call.http_status, call.error, self._at(), call.host, call.retry,
+                         call.error_class, int(kept and call.ok), call.cached_tokens,
+                         *_rates(price)))  # fmt: skip
             tokens["input_tokens"] += call.input_tokens
             tokens["output_tokens"] += call.output_tokens
             if cost is None:
@@ -767,13 +758,14 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
                 " unpriced_calls = unpriced_calls + ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
                 (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
-                 now_iso(), result.cache_key, result.cached_from, to_pico(result.saved_usd),
+                 self._at(), result.cache_key, result.cached_from, to_pico(result.saved_usd),
                  tokens["input_tokens"], tokens["output_tokens"], spent,
                  tokens["unpriced_calls"], doc.id, work.step, StepStatus.RUNNING,
                  owner.session_id),
             )  # fmt: skip
             self._changed(cursor, f"completing {work.step} of {doc.path}")
-            if result.sha256 is not None:
+            following = work.step.next(deliver=self._delivers(doc.run_id))
+            if result.sha256 is not None and (following is None or not claim_next):
                 self.conn.execute(
                     "UPDATE documents SET sha256 = ? WHERE id = ?", (result.sha256, doc.id)
                 )
@@ -789,17 +781,16 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
             self._event(doc.run_id, "step_completed", data, doc.id, work.step)
             if result.delivery is not None:
                 self._add_delivery(doc.run_id, doc.id, result.delivery)
-            following = work.step.next(deliver=self._delivers(doc.run_id))
             if following is None:
                 self._finish(doc, None, DocStatus.DONE, None, None)
                 return None
             if not claim_next:
                 self.conn.execute(
                     "UPDATE documents SET status = ?, step = ?, updated_at = ? WHERE id = ?",
-                    (DocStatus.PENDING, following, now_iso(), doc.id),
+                    (DocStatus.PENDING, following, self._at(), doc.id),
                 )
                 return None
-            return self._start(owner, doc, following)
+            return self._start(owner, doc, following, result.sha256)
 
     def fail_step(self, owner: Owner, work: Work, failure: StepFailure) -> None:
         """Record a failed attempt; a terminal one ends the document failed or skipped."""
@@ -868,7 +859,7 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
     def _set_doc(self, doc_id: int, status: DocStatus) -> None:
         self.conn.execute(
             "UPDATE documents SET status = ?, updated_at = ? WHERE id = ?",
-            (status, now_iso(), doc_id),
+            (status, self._at(), doc_id),
         )
 
     def _finish(self, doc: Document, step: Step | None, status: DocStatus, reason: str | None,
@@ -876,12 +867,19 @@ class SQLiteStore(SQLiteReads, SQLiteDeliveries):
         self.conn.execute(
             "UPDATE documents SET status = ?, step = ?, reason = ?, error = ?, updated_at = ?"
             " WHERE id = ?",
-            (status, step, reason, error, now_iso(), doc.id),
+            (status, step, reason, error, self._at(), doc.id),
         )
         data = {"status": status, "reason": reason, "error": error}
         self._event(doc.run_id, "document_finished", data, doc.id)
 
 
+EVENT_ROW = "INSERT INTO events (run_id, at, type, doc_id, step, data) VALUES"
+CALL_ROW = (
+    "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model, input_tokens,"
+    " output_tokens, cost_pico, latency_ms, http_status, error, at, host, retry, error_class,"
+    " kept, cached_tokens, input_price, output_price, cached_price, price_source) VALUES"
+)
+ROWS_PER_INSERT = 200  # 22 values a row: well under SQLite's 32,766 parameters
 LOST_IN_FLIGHT = (
     "lost in flight: the process stopped before the answer came back; the call may "
     "have been paid (input tokens estimated from the prompt, output unknown)"

@@ -1,0 +1,94 @@
+"""Earlier answers to the same inputs: the reads behind "never pay twice".
+
+``SQLiteCache`` is mixed into the store, and is also a connection of its own for
+each worker thread (``CacheReader``): a worker looks up its step's earlier
+answer itself, beside the writer, which then spends no statement on a miss.
+Reads only: WAL lets them run while the writer commits, and they see only
+committed answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+from durabatch.errors import StoreError
+from durabatch.money import from_pico
+from durabatch.store.connection import connect_reader
+from durabatch.store.records import CachedStep, StepStatus
+
+
+class SQLiteCache:
+    conn: sqlite3.Connection
+
+    def cached_step(self, cache_key: str) -> CachedStep | None:
+        """The answer of a finished step with the same inputs, from any run here."""
+        row = self.conn.execute(
+            "SELECT s.output, d.run_id, d.path,"
+            " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
+            "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
+            " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
+            "  AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls FROM steps s"
+            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
+            " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
+            (cache_key, StepStatus.DONE),
+        ).fetchone()
+        if row is None:
+            return None
+        cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
+        return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
+
+    def cached_extraction(self, cache_key: str) -> CachedStep | None:
+        """A file's text extracted earlier from the same bytes: by a run's extract step,
+        or by `durabatch estimate`."""
+        row = self.conn.execute(
+            "SELECT output, artifact, source,"
+            " EXISTS (SELECT 1 FROM texts t WHERE t.digest = artifact) AS inline FROM"
+            " (SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
+            "  JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
+            "  UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
+            "  WHERE key = ?) LIMIT 1",
+            (cache_key, StepStatus.DONE, cache_key),
+        ).fetchone()
+        if row is None:
+            return None
+        output, artifact, source = json.loads(row["output"]), row["artifact"], row["source"]
+        return CachedStep(output, source, Decimal(0), artifact, bool(row["inline"]))
+
+
+class CacheReader(SQLiteCache):
+    """The cache lookups on a read-only connection of their own, for one thread; it is
+    opened at the first lookup, so a failure to open is that lookup's error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened = False
+
+    def cached_step(self, cache_key: str) -> CachedStep | None:
+        with self._reading():
+            return super().cached_step(cache_key)
+
+    def cached_extraction(self, cache_key: str) -> CachedStep | None:
+        with self._reading():
+            return super().cached_extraction(cache_key)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            if not self.opened:
+                self.conn = connect_reader(self.path)
+                self.opened = True
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot read earlier answers from {self.path}: {exc}; check the disk "
+                "and the file, then `durabatch resume`"
+            ) from exc
+
+    def close(self) -> None:
+        if self.opened:
+            self.conn.close()
