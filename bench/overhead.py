@@ -10,7 +10,12 @@ Side by side, in one run, on the same disk:
   once per run whatever its size (no parser process: it starts with the first document);
 - durable: `durabatch run` over the same folder (local engine, synchronous=FULL) at each
   concurrency;
-- floor: one fsynced SQLite commit (WAL, synchronous=FULL) per step, nothing else.
+- floor: one fsynced SQLite commit (WAL, synchronous=FULL) per step, nothing else: a
+  one-row insert into a growing table, as a run's tables grow;
+- the pages a step's commit writes (a 300-document run at concurrency 1 with WAL
+  checkpoints switched off for that measurement, WAL frames over steps) and one fsynced
+  commit rewriting that many pages of an existing table, next to the floor: what the
+  size of a step's record costs on this disk.
 Prints the ratio durable / plain (target <= 1.15), also without the start-up, and what
 durability adds per step next to the floor (target within 2x). Concurrency 1 is the
 like-for-like figure: above it the run also works on several documents at once (parser
@@ -98,6 +103,73 @@ def floor(work: Path, commits: int, round_: int = 0) -> float:
     return elapsed / commits
 
 
+# Runs `durabatch run` with WAL checkpoints off, so that the WAL keeps every page each
+# commit wrote; prints that count. Only this measurement does that: the product never does.
+PAGES_SCRIPT = """
+import sqlite3, sys
+from durabatch.cli import main
+from durabatch.store import connection
+plain_connect = connection.connect
+def connect(path):
+    conn = plain_connect(path)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+connection.connect = connect
+import durabatch.store.sqlite as store
+store.connect = connect
+sys.argv = ["durabatch", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+wal = sys.argv[sys.argv.index("--db") + 1] + "-wal"  # measured before exit closes it
+print("wal-bytes", __import__("os").path.getsize(wal), flush=True)
+"""
+
+
+def pages_per_step(folder: Path, work: Path, docs: int) -> float:
+    """Pages a step's commit writes at concurrency 1: WAL frames over steps, checkpoints off
+    (discovery's and the run's own few commits are counted too, so it errs high)."""
+    db = work / "pages.db"
+    argv = [sys.executable, "-c", PAGES_SCRIPT, "run", str(folder), "--db", str(db),
+            "--concurrency", "1", "--no-cache"]  # fmt: skip
+    done = subprocess.run(argv, cwd=work, capture_output=True, text=True, check=False)
+    sizes = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("wal-bytes")]
+    if done.returncode != 0 or not sizes:
+        sys.exit(f"the pages-per-step run failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    (page_size,) = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()
+    return (int(sizes[0]) - 32) / (page_size + 24) / (docs * STEPS_PER_DOC)
+
+
+def floor_pages(work: Path, pages: int, commits: int, round_: int = 0) -> float:
+    """Seconds per fsynced commit that rewrites ``pages`` pages of a 1,000-page table."""
+    conn = sqlite3.connect(work / f"floor-pages-{round_}.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    with conn:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, "x" * 900) for i in range(4000)))
+    started = time.monotonic()
+    for n in range(commits):
+        conn.execute("BEGIN IMMEDIATE")
+        for p in range(pages):  # four rows to a page: rows 4 apart are on different pages
+            conn.execute("UPDATE t SET v = ? WHERE id = ?", ("y" * 900, (n * 37 + p * 4) % 4000))
+        conn.execute("COMMIT")
+    elapsed = time.monotonic() - started
+    conn.close()
+    return elapsed / commits
+
+
+def folder_of(folder: Path, work: Path, count: int) -> Path:
+    """The first ``count`` documents of ``folder``, in a folder of their own."""
+    sample = work / f"first-{count}"
+    sample.mkdir()
+    for path in sorted(folder.iterdir())[:count]:
+        shutil.copy(path, sample / path.name)
+    return sample
+
+
 def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     """The median, and the range over the rounds."""
     low, mid, high = (round(v * scale, digits) for v in (min(values), median(values), max(values)))
@@ -115,24 +187,32 @@ def main() -> None:
     plain_s: list[float] = []
     start_s: list[float] = []
     floor_s: list[float] = []
+    page_floor_s: list[float] = []
     durable_s: dict[int, list[float]] = {level: [] for level in levels}
     work = Path(tempfile.mkdtemp(prefix="durabatch-overhead-", dir=Path.cwd()))
     try:
         folder = work / "docs"
         make_docs(folder, args.docs)
         (work / "empty").mkdir()
+        sample = min(args.docs, 300)
+        pages = pages_per_step(folder_of(folder, work, sample), work, sample)
         for n in range(args.rounds):  # each round measures everything once, side by side
             plain_s.append(plain(folder))
             start_s.append(durable(work / "empty", work, 1, n))
             for level in levels:
                 durable_s[level].append(durable(folder, work, level, n))
             floor_s.append(floor(work, min(steps, 3000), n))
+            page_floor_s.append(floor_pages(work, round(pages), 1000, n))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"documents {args.docs}, steps {steps}; median of {args.rounds} rounds (range)")
     print(f"plain loop:                 {spread(plain_s)} s")
     print(f"durabatch start-up:         {spread(start_s)} s  (an empty folder)")
     print(f"floor (one fsynced commit): {spread(floor_s, 1e6, 0)} us per step")
+    to_one_row = [p / f for p, f in zip(page_floor_s, floor_s, strict=True)]
+    print(f"a step's commit writes {pages:.1f} pages (at concurrency 1); one fsynced commit of "
+          f"{round(pages)} pages: {spread(page_floor_s, 1e6, 0)} us, "
+          f"{spread(to_one_row).strip()} x the floor")  # fmt: skip
     met = True
     for level, runs in durable_s.items():
         rounds = list(zip(runs, plain_s, start_s, floor_s, strict=True))

@@ -6,7 +6,8 @@ what comes back: results (which also claim each document's next step), a
 failure, or a partial result of a long document, which the worker waits for
 before its next model call. The results that arrived together commit in one
 transaction with the claims of fresh documents for the free slots: one fsync
-for many steps (group commit). Workers never touch the database, so a step's
+for many steps (group commit). Workers never write to the database (each reads
+earlier answers to the same inputs on a connection of its own), so a step's
 outcome is durable before the next step of that document starts, and a step
 that committed is never handed out again.
 
@@ -468,7 +469,7 @@ class Engine:
             self.store.heartbeat(run.id, owner, self.settings.lease_ttl)
             self._last_beat = time.monotonic()
 
-    # -- workers (never touch the store) ---------------------------------------------
+    # -- workers (never write to the store) ------------------------------------------
 
     def _work(self, context: StepContext) -> None:
         """Run the steps handed out until the run ends (None). Each worker looks up earlier
