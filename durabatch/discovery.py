@@ -23,6 +23,8 @@ from pathlib import Path
 from durabatch.errors import UsageError
 from durabatch.store.records import NewDocument
 
+PASSED = 256  # files passed over between two Nones of ``walk``
+
 
 def check_paths(paths: Sequence[str]) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
@@ -38,7 +40,21 @@ def discover(
     ignore: Sequence[Path] = (),
 ) -> Iterator[NewDocument]:
     """Yield every document under ``paths`` (relative to ``base``) that passes the globs."""
+    return (doc for doc in walk(paths, base, include, exclude, ignore) if doc is not None)
+
+
+def walk(
+    paths: Iterable[str],
+    base: Path,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    ignore: Sequence[Path] = (),
+) -> Iterator[NewDocument | None]:
+    """``discover``, with a None after every ``PASSED`` files passed over (ignored, or
+    not matching the globs): a caller that does other work between documents gets
+    control back during a long stretch of files it does not want."""
     ignored = [str(p.resolve()) for p in ignore]
+    passed = 0
     for given in paths:
         root = base / given
         if root.is_dir():
@@ -47,11 +63,15 @@ def discover(
             files = iter([(root, os.stat(root).st_size)]) if root.exists() else iter([])
         for path, size in files:
             source = _source(path)
-            if any(source == i or source.startswith(i + os.sep) for i in ignored):
-                continue
             shown = _shown(path, base)
-            if _wanted(shown, include, exclude):
+            if not any(source == i or source.startswith(i + os.sep) for i in ignored) and (
+                _wanted(shown, include, exclude)
+            ):
                 yield NewDocument(path=shown, source=source, size=size)
+                continue
+            passed += 1
+            if passed % PASSED == 0:
+                yield None
 
 
 def _source(path: Path) -> str:

@@ -263,8 +263,8 @@ class Engine:
 
     # -- discovery -------------------------------------------------------------
 
-    def _walk(self, run: Run) -> Iterator[NewDocument]:
-        return discovery.discover(
+    def _walk(self, run: Run) -> Iterator[NewDocument | None]:
+        return discovery.walk(
             run.inputs,
             Path(run.settings["cwd"]),
             include=run.settings.get("include", []),
@@ -272,28 +272,32 @@ class Engine:
             ignore=[*self.store.own_files(), *_delivery_folder(run)],
         )
 
-    def _discover(self, run: Run, found: Iterator[NewDocument]) -> bool:
+    def _discover(self, run: Run, found: Iterator[NewDocument | None]) -> bool:
         """Add the next batch of found documents; True once the walk is over.
 
         A batch ends at ``DISCOVERY_BATCH`` documents, ``DISCOVERY_SLICE`` seconds or
         (past ``DISCOVERY_MIN`` documents) when a worker has something for the writer, so
         the loop claims and commits steps between batches: work starts after the first
-        batch, not after the last. A drain ends the batch at once; the run is then not
-        marked discovered, and resume walks again, adding only what is new."""
+        batch, not after the last. A long stretch of files the globs leave out ends a
+        batch the same way (the walk yields None while it passes over them). A drain ends
+        the batch at once; the run is then not marked discovered, and resume walks again,
+        adding only what is new."""
         batch: list[NewDocument] = []
         ends = time.monotonic() + DISCOVERY_SLICE
         for doc in found:
-            batch.append(doc)
+            if doc is not None:
+                batch.append(doc)
             # a worker has something for the writer: answer it soon, though not for each
             # document found (every batch is a commit)
-            waiting = len(batch) >= DISCOVERY_MIN and not self._results.empty()
+            waiting = (doc is None or len(batch) >= DISCOVERY_MIN) and not self._results.empty()
             if (
                 len(batch) >= DISCOVERY_BATCH
                 or time.monotonic() > ends
                 or waiting
                 or (self._stopping())
             ):
-                self.store.add_documents(run.id, batch)
+                if batch:
+                    self.store.add_documents(run.id, batch)
                 return False
         self.store.add_documents(run.id, batch)
         self.store.finish_discovery(run.id)
@@ -308,7 +312,7 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, run: Run, owner: Owner, found: Iterator[NewDocument] | None) -> None:
+    def _loop(self, run: Run, owner: Owner, found: Iterator[NewDocument | None] | None) -> None:
         """Claim, hand out, commit; while ``found`` (the walk) lasts, one batch of
         discovery per turn, and no waiting for results that have not come yet."""
         context = StepContext(

@@ -24,6 +24,7 @@ from crashkit import (
     standard_inputs,
 )
 
+from durabatch import discovery
 from durabatch.events import State, replay
 from durabatch.store import open_store
 
@@ -73,6 +74,42 @@ def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
     resumed = ws.cli("resume", run_id, timeout=110)
     assert resumed.popen.returncode == 0, resumed.describe()
     _every_document_done_once(ws, run_id, MANY)
+
+
+def test_a_long_stretch_of_excluded_files_does_not_hold_back_the_found_ones(
+    ws: Workspace,
+) -> None:
+    """The walk hands control back while it passes over files the globs leave out: the
+    document found before 20,000 excluded files is claimed before the one after them is
+    even found (before, both were added together once the stretch was walked)."""
+    inputs = ws.root / "in"
+    (inputs / "m").mkdir(parents=True)
+    (inputs / "a.txt").write_text("Alice Morgan met the board of Northwind in Rotterdam.\n")
+    for i in range(20_000):
+        (inputs / "m" / f"f{i:05d}.skip").write_bytes(b"")
+    (inputs / "z.txt").write_text("Bram de Vries met the board of Acme in Leeds.\n")
+    ran = ws.cli("run", "in", "--exclude", "*.skip", timeout=120)
+    assert ran.popen.returncode == 0, ran.describe()
+    events = ws.events()
+    found = {e.data["path"]: e.seq for e in of_type(events, "document_discovered")}
+    assert set(found) == {"in/a.txt", "in/z.txt"}
+    first_claim = of_type(events, "step_started")[0]
+    assert first_claim.doc_id is not None and first_claim.seq < found["in/z.txt"]
+    assert ws.verify(ws.run_ids()[0]).popen.returncode == 0
+
+
+def test_the_walk_yields_none_while_it_passes_over_unwanted_files(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    for i in range(600):
+        (folder / f"b{i:03d}.skip").write_text("")
+    (folder / "c.txt").write_text("c")
+    walked = list(discovery.walk(["in"], tmp_path, exclude=["*.skip"]))
+    assert walked.count(None) == 600 // discovery.PASSED
+    assert [doc.path for doc in walked if doc is not None] == ["in/a.txt", "in/c.txt"]
+    found = list(discovery.discover(["in"], tmp_path, exclude=["*.skip"]))
+    assert [doc.path for doc in found] == ["in/a.txt", "in/c.txt"]
 
 
 def _replayed(ws: Workspace, run_id: str) -> State:
