@@ -15,6 +15,7 @@ from durabatch.errors import RunOwnedError, StoreError
 from durabatch.events import replay
 from durabatch.models.base import CallRecord
 from durabatch.pricing import PriceBook
+from durabatch.store.cache import CacheReader
 from durabatch.store.records import (
     DocStatus,
     NewDocument,
@@ -67,6 +68,30 @@ def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -
     assert store.spend(run_id, by="model")[0]["input_tokens"] == 300
     assert verify(store, run_id) == []
     assert replay(store.events(run_id)).documents[doc.id]["status"] == DocStatus.DONE
+
+
+def test_a_workers_reader_sees_committed_answers_only_and_never_makes_a_database(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path)
+    run_id = new_run(store, 1)
+    owner = store.acquire(run_id, TTL)
+    reader = store.reader()
+    (work,) = store.start_steps(owner, store.pending_documents(run_id, 10))
+    digest = store.artifacts.put_text("hello world")
+    nxt = store.complete_step(owner, work, StepResult({"chars": 11}, digest, "ab" * 32))
+    assert nxt is not None
+    with store.batch():  # as the engine commits: events and calls go in before COMMIT
+        store.complete_step(owner, nxt, StepResult("hello", cache_key="k1", calls=(call(),)))
+        assert reader.cached_step("k1") is None  # not committed yet
+    hit = reader.cached_step("k1")
+    assert hit is not None and hit.output == "hello" and hit.source.startswith(run_id)
+    assert verify(store, run_id) == []
+    reader.close()
+    moved = tmp_path / "moved.db"
+    with pytest.raises(StoreError, match="cannot read earlier answers"):
+        CacheReader(moved).cached_step("k1")
+    assert not moved.exists()
 
 
 def test_a_step_cannot_complete_twice(tmp_path: Path) -> None:

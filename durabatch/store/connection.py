@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from durabatch.errors import StoreError, UsageError
@@ -27,8 +28,10 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
-    """A connection that only reads (a worker's cache lookups), beside the writer's."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """A connection that only reads (a worker's cache lookups), beside the writer's; it
+    never creates the file (a database moved away mid-run is an error, not a new one)."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only=ON")
