@@ -85,6 +85,17 @@ def kill_during_the_held_post(ws: Workspace, hook: FakeHook, *extra: str) -> Non
     hook.release()
 
 
+def kill_during_the_held_delete(ws: Workspace, hook: FakeHook, run_id: str, stuck: str) -> None:
+    """``cancel --compensate`` of ``run_id`` is killed (kill -9) while the receiver holds
+    the DELETE that withdraws its delivery ``stuck``; the receiver is then let go."""
+    hook.hold(f"/{stuck}")
+    proc = ws.spawn("cancel", run_id, "--compensate")
+    wait_until(lambda: any(r["path"].endswith(f"/{stuck}") for r in hook.deletes()), proc)
+    proc.popen.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    hook.release()
+
+
 def wait_until(condition: Callable[[], bool], proc: Proc, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -284,12 +295,7 @@ def test_an_interrupted_compensation_resumes_where_it_stopped(
         ws.db, "SELECT receiver_id FROM deliveries WHERE run_id = ?"
         " ORDER BY delivered_at DESC, id DESC", (run_id,))]  # fmt: skip
     stuck = latest_first[3]
-    hook.hold(f"/{stuck}")
-    proc = ws.spawn("cancel", run_id, "--compensate")
-    wait_until(lambda: any(r["path"].endswith(f"/{stuck}") for r in hook.deletes()), proc)
-    proc.popen.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    hook.release()
+    kill_during_the_held_delete(ws, hook, run_id, stuck)
     undone = [r for r in deliveries(ws, run_id) if r["status"] == "withdrawn"]
     assert sorted(r["receiver_id"] for r in undone) == sorted(latest_first[:3])
 
@@ -388,12 +394,7 @@ def test_a_delivery_cut_off_before_its_checkpoint_is_still_withdrawn(
 def test_a_cancel_killed_mid_compensation_is_never_resumed(ws: Workspace, hook: FakeHook) -> None:
     run_id = run_id_of(ws.cli("run", "in", "--deliver-to", hook.url))
     stuck = [r["receiver_id"] for r in reversed(deliveries(ws, run_id))][2]
-    hook.hold(f"/{stuck}")
-    proc = ws.spawn("cancel", run_id, "--compensate")
-    wait_until(lambda: any(r["path"].endswith(f"/{stuck}") for r in hook.deletes()), proc)
-    proc.popen.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
-    hook.release()
+    kill_during_the_held_delete(ws, hook, run_id, stuck)
     assert ws.status(run_id)["status"] == "cancelled"
     cron = ws.cli("resume")  # cron's plain resume: the latest unfinished run
     assert cron.popen.returncode == 0, cron.describe()
