@@ -15,7 +15,12 @@ Side by side, in one run, on the same disk:
 - the pages a step's commit writes (a 300-document run at concurrency 1 with WAL
   checkpoints switched off for that measurement, WAL frames over steps) and one fsynced
   commit rewriting that many pages of an existing table, next to the floor: what the
-  size of a step's record costs on this disk.
+  size of a step's record costs on this disk;
+- store alone: durabatch's own store writing down the same results (made beforehand by
+  the step functions, untimed), each document's next step claimed in the commit that
+  completes the one before, as many documents to a commit as the run's concurrency, and
+  nothing else: no engine, no threads, no parsing, no model. What the record a step
+  leaves (its state, its events, its calls) costs, apart from the engine around it.
 Prints the ratio durable / plain (target <= 1.15), also without the start-up, and what
 durability adds per step next to the floor (target within 2x). Concurrency 1 is the
 like-for-like figure: above it the run also works on several documents at once (parser
@@ -28,14 +33,17 @@ medians are printed with their range: on a shared machine one run can move by a 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 TARGET_RATIO = 1.15
 STEPS_PER_DOC = 3
@@ -73,6 +81,86 @@ def plain(folder: Path) -> float:
     finally:
         pool.close()
     return time.monotonic() - started
+
+
+Answers = dict[tuple[str, str], Any]
+
+
+def answers(folder: Path, work: Path) -> Answers:
+    """Every step's result for every document, made by the step functions themselves
+    (untimed): what `store_alone` writes down without computing anything."""
+    from durabatch.artifacts import ArtifactStore
+    from durabatch.config import Settings
+    from durabatch.engine import STEPS
+    from durabatch.models.local import LocalProvider
+    from durabatch.sandbox import ParserPool
+    from durabatch.steps.context import StepContext
+    from durabatch.store.records import DocStatus, Document, Step, Work
+
+    def checkpoint(index: int, output: Any, calls: Any) -> None:
+        raise AssertionError("the bench's documents are one piece each")
+
+    pool = ParserPool()
+    context = StepContext(Settings(), LocalProvider(), ArtifactStore(work / "answers"), pool,
+                          checkpoint)  # fmt: skip
+    found: Answers = {}
+    try:
+        for seq, path in enumerate(sorted(folder.iterdir())):
+            doc = Document(0, "", seq, path.name, str(path), path.stat().st_size, None,
+                           DocStatus.RUNNING, None, None, None)  # fmt: skip
+            text = None
+            for step in (Step.EXTRACT, Step.SUMMARIZE, Step.ENTITIES):
+                result = STEPS[step](Work(doc, step, 1, text=text), context)
+                if step == Step.EXTRACT:
+                    text = result.text
+                else:  # as the engine does: a model step's answer is kept by its inputs
+                    key = hashlib.sha256(f"{path.name} {step}".encode()).hexdigest()
+                    result = replace(result, cache_key=key)
+                found[path.name, step] = result
+    finally:
+        pool.close()
+    return found
+
+
+def name_of(work: Any) -> str:
+    return Path(work.document.path).name
+
+
+def store_alone(folder: Path, work: Path, found: Answers, group: int, round_: int = 0) -> float:
+    """durabatch's store writing down the answers ``found``, as the engine would (each
+    document's next step claimed in the commit that completes the one before; ``group``
+    documents at a time, their results in one commit), with nothing else: no threads,
+    no parsing, no model. Seconds for the whole folder."""
+    from durabatch import discovery
+    from durabatch.config import Settings
+    from durabatch.store import open_store
+    from durabatch.store.records import RunStatus
+
+    store = open_store(str(work / f"alone-{group}-{round_}.db"))
+    try:
+        settings = Settings(concurrency=group)
+        run = store.create_run(settings.run_settings() | {"cwd": str(work)}, [str(folder)])
+        started = time.monotonic()
+        docs = [doc for doc in discovery.walk([str(folder)], work, include=[], exclude=[],
+                                              ignore=[]) if doc is not None]  # fmt: skip
+        store.add_documents(run.id, docs)
+        store.finish_discovery(run.id)
+        owner = store.acquire(run.id, settings.lease_ttl)
+        pending = store.pending_documents(run.id, len(docs))
+        inflight = store.start_steps(owner, pending[:group])
+        pending = pending[group:]
+        while inflight:
+            with store.batch():
+                following = [store.complete_step(owner, step, found[name_of(step), step.step])
+                             for step in inflight]  # fmt: skip
+                inflight = [step for step in following if step is not None]
+                fresh, pending = pending[: group - len(inflight)], pending[group - len(inflight) :]
+                inflight += store.start_steps(owner, fresh) if fresh else []
+        elapsed = time.monotonic() - started
+        store.release(run.id, owner, RunStatus.DONE, "finished")
+    finally:
+        store.close()
+    return elapsed
 
 
 def durable(folder: Path, work: Path, concurrency: int, round_: int = 0) -> float:
@@ -189,6 +277,7 @@ def main() -> None:
     floor_s: list[float] = []
     page_floor_s: list[float] = []
     durable_s: dict[int, list[float]] = {level: [] for level in levels}
+    alone_s: dict[int, list[float]] = {level: [] for level in levels}
     work = Path(tempfile.mkdtemp(prefix="durabatch-overhead-", dir=Path.cwd()))
     try:
         folder = work / "docs"
@@ -196,11 +285,13 @@ def main() -> None:
         (work / "empty").mkdir()
         sample = min(args.docs, 300)
         pages = pages_per_step(folder_of(folder, work, sample), work, sample)
+        found = answers(folder, work)
         for n in range(args.rounds):  # each round measures everything once, side by side
             plain_s.append(plain(folder))
             start_s.append(durable(work / "empty", work, 1, n))
             for level in levels:
                 durable_s[level].append(durable(folder, work, level, n))
+                alone_s[level].append(store_alone(folder, work, found, level, n))
             floor_s.append(floor(work, min(steps, 3000), n))
             page_floor_s.append(floor_pages(work, round(pages), 1000, n))
     finally:
@@ -226,6 +317,15 @@ def main() -> None:
         print(f"  without the start-up  {spread(steady)}")
         print(f"  durability adds       {spread(per_step, 1e6, 0)} us per step")
         print(f"  that is, x the floor  {spread(to_floor)}  (target <= 2)")
+        alone = [a / steps for a in alone_s[level]]
+        print(f"  of which the store    {spread(alone, 1e6, 0)} us per step, "
+              f"{spread([a / f for a, f in zip(alone, floor_s, strict=True)]).strip()} x the "
+              f"floor (alone, {level} document{'s' if level > 1 else ''} a commit)")  # fmt: skip
+        engine = [(d - s - p) / steps - a for (d, p, s, _), a in zip(rounds, alone, strict=True)]
+        print(
+            f"  and the engine        {spread(engine, 1e6, 0)} us per step (threads, "
+            "hand-offs, the GIL)"
+        )
     sys.exit(0 if met else 1)
 
 
