@@ -8,6 +8,7 @@ timeouts) may change from one session of a run to the next.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -121,6 +122,11 @@ def _from_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}; fix or remove it") from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(
+            f"cannot read {path} ({reason}); fix its permissions or remove it"
+        ) from exc
     known = {f.name for f in fields(Settings)} - {"api_key"}
     values = {k.replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(values) - known)
@@ -199,16 +205,43 @@ def _validate(settings: Settings) -> None:
         raise UsageError(
             "--provider openai needs --model (or --summarize-model and --entities-model)"
         )
-    if settings.max_cost is not None and settings.max_cost < 0:
-        raise UsageError("--max-cost must be 0 or more dollars")
     if settings.pdf_engine not in PDF_ENGINES:
         raise UsageError(f"--pdf-engine must be pypdf or pdfium, not {settings.pdf_engine!r}")
-    if settings.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    if settings.grace < 0 or settings.extract_timeout <= 0:
-        raise UsageError("--grace must be >= 0 and --extract-timeout > 0")
+    _validate_numbers(settings)
     _validate_spot(settings)
     _validate_delivery(settings)
+
+
+# a number's least value, and whether that value itself is allowed; a setting without a
+# flag of its own is named by its environment variable (durabatch.toml takes it too)
+NUMBERS = {
+    "concurrency": (1, True, "--concurrency"),
+    "grace": (0, True, "--grace"),
+    "extract_timeout": (0, False, "--extract-timeout"),
+    "read_timeout": (0, False, "--read-timeout"),
+    "max_cost": (0, True, "--max-cost"),
+    "max_input_tokens": (1, True, "--max-input-tokens"),
+    "spot_interval": (0, False, "--spot-interval"),
+    "max_bytes": (1, True, "DURABATCH_MAX_BYTES"),
+    "lease_ttl": (1, True, "DURABATCH_LEASE_TTL"),
+    "max_attempts": (1, True, "DURABATCH_MAX_ATTEMPTS"),
+    "connect_timeout": (0, False, "DURABATCH_CONNECT_TIMEOUT"),
+    "retry_attempts": (1, True, "DURABATCH_RETRY_ATTEMPTS"),
+    "retry_seconds": (0, True, "DURABATCH_RETRY_SECONDS"),
+    "max_output_tokens": (1, True, "DURABATCH_MAX_OUTPUT_TOKENS"),
+}
+
+
+def _validate_numbers(settings: Settings) -> None:
+    """Every number in its range, and a number (a NaN or an infinity is none): a bad value
+    is a usage error now, not a failure of every document, or a run that never ends."""
+    for name, (least, allowed, flag) in NUMBERS.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < least or (value == least and not allowed):
+            bound = f"at least {least}" if allowed else f"more than {least}"
+            raise UsageError(f"{flag} must be {bound}, not {value!r}")
 
 
 def _validate_delivery(settings: Settings) -> None:
@@ -248,8 +281,6 @@ def _validate_spot(settings: Settings) -> None:
             "--spot-base-url is for --watch-spot aws or gcp; with a URL, --watch-spot is "
             "the whole address"
         )
-    if settings.spot_interval <= 0:
-        raise UsageError("--spot-interval must be more than 0 seconds")
 
 
 def _is_url(value: str) -> bool:

@@ -221,7 +221,10 @@ class Engine:
             self._stop_with(exc)
             raise
         finally:
-            status = self._stop(run, owner)
+            try:
+                status = self._stop(run, owner)
+            finally:  # even when stopping failed: a parser left alive would hold up the exit
+                self.parsers.close()
         if self._stopped_by is not None:
             raise self._stopped_by
         counts = self.store.counts(run.id)

@@ -149,7 +149,8 @@ def _step_detail(state: StepState) -> dict[str, Any]:
         "artifact": state.artifact,
         "input_tokens": state.input_tokens,
         "output_tokens": state.output_tokens,
-        "cost_usd": state.cost_usd,
+        # a step with a call of unknown price cost an unknown amount, never a silent zero
+        "cost_usd": None if state.unpriced_calls else state.cost_usd,
     }
 
 

@@ -14,6 +14,7 @@ never counted against a document's deadline.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -72,6 +73,7 @@ class ParserPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._closed = False
+        self._at_exit = False
         # parsing is CPU-bound: more processes than cores only makes each start slower
         self._slots = threading.BoundedSemaphore(size or os.cpu_count() or 1)
 
@@ -130,6 +132,12 @@ class ParserPool:
                 return self._idle.pop()
             worker = _Worker(self.pdf_engine)
             self._all.add(worker)
+            if not self._at_exit:
+                # registered after multiprocessing's own exit handler, so it runs first:
+                # that one joins every child, and ours ignore SIGTERM, so a pool left open
+                # by an error would hold the exit up for good
+                atexit.register(self.kill_now)
+                self._at_exit = True
         if not worker.wait_ready():
             self._discard(worker)
             if self._closed:

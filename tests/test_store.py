@@ -15,6 +15,7 @@ from durabatch.errors import RunOwnedError, StoreError
 from durabatch.events import replay
 from durabatch.models.base import CallRecord
 from durabatch.pricing import PriceBook
+from durabatch.reports import export_rows
 from durabatch.store.cache import CacheReader
 from durabatch.store.records import (
     DocStatus,
@@ -211,6 +212,8 @@ def test_unknown_prices_are_unknown_not_zero(tmp_path: Path) -> None:
     assert row["cost_usd"] is None and row["unpriced_calls"] == 1
     (state,) = store.step_states(run_id)
     assert state.unpriced_calls == 1
+    (exported,) = export_rows(store, run_id)  # the document's cost, and its step's
+    assert exported["cost_usd"] is None and exported["steps"]["extract"]["cost_usd"] is None
     with sqlite3.connect(tmp_path / "s.db") as conn:
         rates = conn.execute("SELECT input_price, output_price, price_source FROM model_calls")
         assert rates.fetchall() == [(None, None, "unknown price")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from durabatch.errors import Cancelled, DocumentError, DurabatchError
+from durabatch.errors import Cancelled, DocumentError, DurabatchError, Reason
 from durabatch.models.base import CallRecord
 from durabatch.steps.chunks import chunk_chars, map_chunks, split_text
 from durabatch.steps.context import StepContext
@@ -26,9 +26,18 @@ def _reduce(partials: list[str], ctx: StepContext, model: str,
             limit: int) -> tuple[str, list[CallRecord]]:  # fmt: skip
     """Summarize the partial summaries until one remains."""
     calls: list[CallRecord] = []
+    before = None  # how long the summaries were a round ago
     while len(partials) > 1:
-        pieces = split_text("\n\n".join(partials), limit)
-        partials = []
+        joined = "\n\n".join(partials)
+        if before is not None and len(joined) >= before:  # no shorter: another round neither
+            raise DocumentError(
+                Reason.CONTEXT_LENGTH,
+                f"the summaries of its {len(partials)} pieces do not fit in one call of "
+                f"{limit} characters, and summarizing them again does not shorten them; "
+                "raise --max-input-tokens in a new run (a run keeps the value it started with)",
+                calls,
+            )
+        before, pieces, partials = len(joined), split_text(joined, limit), []
         for piece in pieces:
             try:
                 reply = ctx.provider.summarize(piece, model)
