@@ -30,6 +30,20 @@ def check_paths(paths: Sequence[str]) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}; check the path")
+    for path in paths:
+        if os.path.isdir(path):
+            _check_listable(path)
+
+
+def _check_listable(folder: str) -> None:
+    try:
+        with os.scandir(folder):
+            _enter(folder)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot list the folder {folder} ({exc.strerror}); "
+            "fix its permissions so that you can read and enter it, then run again"
+        ) from exc
 
 
 def discover(
@@ -64,10 +78,11 @@ def walk(
         for path, size in files:
             source = _source(path)
             shown = _shown(path, base)
+            unlisted = size is None  # any file in it might have been wanted: not --include
             if not any(source == i or source.startswith(i + os.sep) for i in ignored) and (
-                _wanted(shown, include, exclude)
+                _wanted(shown, () if unlisted else include, exclude)
             ):
-                yield NewDocument(path=shown, source=source, size=size)
+                yield NewDocument(path=shown, source=source, size=size or 0)
                 continue
             passed += 1
             if passed % PASSED == 0:
@@ -92,10 +107,15 @@ def _shown(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, int]]:
+def _walk(folder: Path) -> Iterator[tuple[Path, int | None]]:
+    """Files and their sizes; a folder that cannot be listed comes out itself, with no
+    size, so that extract fails it: its files were not seen."""
     try:
         names, folders = _listing(folder)
+    except FileNotFoundError:  # vanished while we walked, like a file: it was never there
+        return
     except OSError:
+        yield folder, None
         return
     for name in names:
         path = folder / name
@@ -117,6 +137,7 @@ def _listing(folder: Path) -> tuple[list[str], set[str]]:
 
     Names only: a DirEntry keeps its stat once asked, and the entries of a folder of
     100,000 files, held until the walk leaves it, cost 70 MB; their names cost 7."""
+    _enter(folder)
     names: list[str] = []
     folders: set[str] = set()
     with os.scandir(folder) as entries:
@@ -131,6 +152,12 @@ def _listing(folder: Path) -> tuple[list[str], set[str]]:
                 continue
     names.sort()
     return names, folders
+
+
+def _enter(folder: str | Path) -> None:
+    """Raise OSError unless the files in ``folder`` can be seen: it must be searchable
+    (its "." is reached through it), not only readable, or every file's stat fails."""
+    os.stat(os.path.join(folder, os.curdir))
 
 
 def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:

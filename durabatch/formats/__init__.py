@@ -97,9 +97,25 @@ def _size(path: pathlib.Path) -> int:
         if exc.errno == errno.ELOOP:
             raise _missing(path, "it is a symbolic link in a loop of links") from exc
         raise _missing(path, f"it cannot be examined ({exc.strerror})") from exc
-    if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would block the read
+    if stat.S_ISDIR(info.st_mode):  # the walk could not list it
+        raise _unlisted(path)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO that would block the read, a device...
         raise _missing(path, "it is not a regular file")
     return info.st_size
+
+
+def _unlisted(path: pathlib.Path) -> DocumentError:
+    try:
+        with os.scandir(path):
+            os.stat(os.path.join(path, os.curdir))  # searchable too, or no file can be read
+        why = "could not be listed when the run looked for documents"
+    except OSError as exc:
+        why = f"cannot be listed ({exc.strerror})"
+    return DocumentError(
+        Reason.MISSING,
+        f"{path} is a folder that {why}, so the files in it were not seen; "
+        "fix its permissions, then start a new run over it",
+    )
 
 
 def _gone(path: pathlib.Path) -> str:
