@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -31,6 +32,7 @@ from durabatch.render import (
     stdout_console,
 )
 from durabatch.store import Store, open_store
+from durabatch.store.connection import damaged, damaged_error
 from durabatch.store.records import UNDOABLE, Run, RunStatus
 from durabatch.verify import verify as verify_run
 
@@ -140,11 +142,20 @@ class Format(StrEnum):
     csv = "csv"
 
 
+_opened: list[Path] = []  # the database this command opened, named if it is damaged
+
+
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
-    """A DurabatchError becomes a one-line message and its exit code, never a traceback."""
+    """A DurabatchError becomes a one-line message and its exit code, never a traceback;
+    so does a damaged page met by any read of the store (its writes say so themselves)."""
     try:
-        yield
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not (damaged(exc) and _opened):
+                raise
+            raise damaged_error(_opened[-1], exc) from exc
     except DurabatchError as exc:
         stderr_console().print(f"[bold red]error:[/] {cell(exc.message)}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
@@ -155,6 +166,7 @@ def _settings(**flags: Any) -> config.Settings:
 
 
 def _store(settings: config.Settings, *, create: bool = False) -> Store:
+    _opened.append(Path(settings.db))
     return open_store(settings.db, create=create)
 
 
@@ -538,13 +550,11 @@ def events(
 def verify(run_id: RunArg, db: DbOpt = None, json_: JsonOpt = False) -> None:
     """Rebuild a run's state from its events alone and compare it with the tables.
 
-    Exits 0 when they agree and the database is intact, 1 otherwise.
+    Exits 0 when they agree and the database is intact, 1 otherwise (a damaged file too).
     Example: durabatch verify 20261126T173512-ab12
     """
     with _user_errors():
-        store = _store(_settings(db=db))
-        store.get_run(run_id)
-        problems = verify_run(store, run_id)
+        problems = verify_run(_store(_settings(db=db)), run_id)
     if json_:
         print(json.dumps({"run_id": run_id, "ok": not problems, "problems": problems}))
     elif problems:

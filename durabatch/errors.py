@@ -4,6 +4,7 @@
     +-- UsageError                 bad flag, missing path, unknown run id (2)
     +-- HaltError                  would fail every document: fix, then resume (3)
     |   +-- StoreError             the database cannot be opened or written
+    |   |   +-- DatabaseDamaged    SQLite found the file damaged (a finding of `verify`)
     |   +-- AuthError              401/403: the API key is missing or refused
     |   +-- ModelNotFound          404: the server does not know the model
     |   +-- DeliveryHalt           a webhook answered 401/403/404/405: refused, not taken
@@ -86,6 +87,10 @@ class HaltError(DurabatchError):
 
 class StoreError(HaltError):
     pass
+
+
+class DatabaseDamaged(StoreError):
+    """The file's pages contradict each other: restore it or rebuild it; resume cannot help."""
 
 
 class DeliveryHalt(HaltError):

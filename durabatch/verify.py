@@ -6,6 +6,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from durabatch import artifacts
+from durabatch.errors import DatabaseDamaged
 from durabatch.events import State, replay
 from durabatch.store import Store
 from durabatch.store.records import StepStatus
@@ -21,16 +22,23 @@ MAX_REPORTED = 50
 def verify(store: Store, run_id: str) -> list[str]:
     """Every difference found, as sentences; an empty list means the run checks out.
 
-    Events and tables are read in one snapshot, so a run in progress verifies too."""
-    problems = [f"database: {p}" for p in store.integrity_check()]
-    with store.snapshot():
-        rebuilt = replay(store.events(run_id))
-        problems += rebuilt.anomalies
-        problems += _compare_run(store, run_id, rebuilt)
-        problems += _compare_documents(store, run_id, rebuilt)
-        problems += _compare_steps(store, run_id, rebuilt)
-        problems += _compare_partials(store, run_id, rebuilt)
-        problems += _compare_deliveries(store, run_id, rebuilt)
+    Events and tables are read in one snapshot, so a run in progress verifies too. A
+    damaged file is a finding too: what the integrity check lists, or, when the damage
+    stops even that, that the file is damaged and what to do about it."""
+    problems: list[str] = []
+    try:
+        with store.snapshot():
+            store.get_run(run_id)  # an unknown run is a usage error before the long checks
+            problems += [f"database: {p}" for p in store.integrity_check()]
+            rebuilt = replay(store.events(run_id))
+            problems += rebuilt.anomalies
+            problems += _compare_run(store, run_id, rebuilt)
+            problems += _compare_documents(store, run_id, rebuilt)
+            problems += _compare_steps(store, run_id, rebuilt)
+            problems += _compare_partials(store, run_id, rebuilt)
+            problems += _compare_deliveries(store, run_id, rebuilt)
+    except DatabaseDamaged as exc:
+        problems.append(f"database: {exc.message}")
     return problems
 
 

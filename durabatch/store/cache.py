@@ -18,7 +18,7 @@ from pathlib import Path
 
 from durabatch.errors import StoreError
 from durabatch.money import from_pico
-from durabatch.store.connection import connect_reader
+from durabatch.store.connection import connect_reader, damaged, damaged_error
 from durabatch.store.records import CachedStep, StepStatus
 
 
@@ -84,6 +84,8 @@ class CacheReader(SQLiteCache):
                 self.opened = True
             yield
         except sqlite3.Error as exc:
+            if damaged(exc):
+                raise damaged_error(self.path, exc) from exc
             raise StoreError(
                 f"cannot read earlier answers from {self.path}: {exc}; check the disk "
                 "and the file, then `durabatch resume`"

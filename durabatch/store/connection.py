@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import urllib.parse
 from pathlib import Path
+from typing import TypeGuard
 
-from durabatch.errors import StoreError, UsageError
+from durabatch.errors import DatabaseDamaged, StoreError, UsageError
+from durabatch.store.schema import foreign
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -16,12 +19,19 @@ def connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: no implicit BEGIN; every write is an explicit BEGIN IMMEDIATE
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    # a reader or a second process waits for a lock instead of failing at once
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # before anything is written to it (WAL mode is recorded in the file itself)
+    if foreign(conn):
+        conn.close()
+        raise UsageError(
+            f"{path} is another program's database (it has tables and no durabatch "
+            "schema); durabatch leaves it untouched: pick another --db"
+        )
     # WAL: `status` and `export` read while a run writes, without blocking it
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a committed step survives power loss, not only a process crash
     conn.execute("PRAGMA synchronous=FULL")
-    # a reader or a second process waits for a lock instead of failing at once
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # documents, steps and calls must point at rows that exist
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
@@ -46,7 +56,23 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
-def write_error(path: Path, exc: sqlite3.OperationalError) -> StoreError:
+def damaged(exc: BaseException) -> TypeGuard[sqlite3.DatabaseError]:
+    """SQLite found the file's pages inconsistent (SQLITE_CORRUPT): no retry helps."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return isinstance(exc, sqlite3.DatabaseError) and code == sqlite3.SQLITE_CORRUPT
+
+
+def damaged_error(path: Path, exc: sqlite3.DatabaseError) -> DatabaseDamaged:
+    return DatabaseDamaged(
+        f"{path} is damaged ({exc}); restore it from a backup, or rebuild it with "
+        f"`sqlite3 {shlex.quote(str(path))} .recover | sqlite3 NEW.db` and move NEW.db "
+        "in its place; `durabatch verify RUN` then checks it"
+    )
+
+
+def write_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    if damaged(exc):
+        return damaged_error(path, exc)
     if "locked" in str(exc) or "busy" in str(exc):
         return StoreError(
             f"{path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s; "

@@ -12,6 +12,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from durabatch.errors import StoreError
+
 
 class RunLocks:
     def __init__(self, folder: Path) -> None:
@@ -22,8 +24,14 @@ class RunLocks:
         """Take the run's lock without waiting; False when a live process holds it."""
         if run_id in self._held:
             return True
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.folder / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.folder / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"the run locks folder {self.folder} is not writable ({exc.strerror}); "
+                "fix its permissions for this user (chown or chmod), then run the command again"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

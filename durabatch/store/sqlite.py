@@ -43,7 +43,13 @@ from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
 from durabatch.store import queries
 from durabatch.store.cache import CacheReader, SQLiteCache
-from durabatch.store.connection import connect, create_private, write_error
+from durabatch.store.connection import (
+    connect,
+    create_private,
+    damaged,
+    damaged_error,
+    write_error,
+)
 from durabatch.store.deliveries import SQLiteDeliveries
 from durabatch.store.locks import RunLocks, pid_alive
 from durabatch.store.reads import SQLiteReads
@@ -87,10 +93,6 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         # session; a step that made none skips looking for lost calls when it commits
         self._noted: set[tuple[int, str]] = set()
         self._settled: list[tuple[int, str]] = []  # leave _noted once the commit is made
-        self.files = path.parent / (path.name + ".d")
-        # extracted text is the user's data: private like the database
-        self.files.mkdir(mode=0o700, exist_ok=True)
-        self.artifacts = ArtifactStore(self.files / "artifacts")
         try:
             self.conn = connect(path)
             self.db = Database(self.conn)
@@ -105,10 +107,17 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                     f"the disk holding {path} is read-only ({exc}); remount it read-write, "
                     "then `durabatch resume`"
                 ) from exc
+            if damaged(exc):
+                raise damaged_error(path, exc) from exc
             raise StoreError(
                 f"cannot use database {path}: {exc}; check that it is a durabatch "
                 "database on a writable disk"
             ) from exc
+        # only once the file is known to be durabatch's: nothing is added beside another's
+        self.files = path.parent / (path.name + ".d")
+        # extracted text is the user's data: private like the database
+        self.files.mkdir(mode=0o700, exist_ok=True)
+        self.artifacts = ArtifactStore(self.files / "artifacts")
         self.locks = RunLocks(self.files / "locks")
 
     def own_files(self) -> list[Path]:
@@ -172,7 +181,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise write_error(self.path, exc) from exc
         try:
             yield
@@ -181,7 +190,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             self._settled.clear()  # rolled back: those reservations are still there
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
+            if isinstance(exc, sqlite3.OperationalError) or damaged(exc):
                 raise write_error(self.path, exc) from exc
             raise
         self._noted.difference_update(self._settled)
@@ -189,12 +198,17 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
-        """Reads inside see one consistent moment of the database, whatever writes go on."""
+        """Reads inside see one consistent moment of the database, whatever writes go on;
+        a damaged page met inside is a ``DatabaseDamaged`` (`verify` reports it)."""
         self.conn.execute("BEGIN")
         try:
             yield
-        finally:
-            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            self.conn.execute("ROLLBACK")  # nothing to keep; COMMIT fails after a damaged page
+            if damaged(exc):
+                raise damaged_error(self.path, exc) from exc
+            raise
+        self.conn.execute("COMMIT")
 
     def _event(
         self,
