@@ -28,6 +28,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import queue
 import signal
@@ -51,6 +52,7 @@ from durabatch.errors import (
     ExitCode,
     HaltError,
     NotFinished,
+    ProviderOutage,
     Reason,
 )
 from durabatch.models.base import CallRecord, Provider
@@ -187,6 +189,8 @@ class Engine:
         self._results: queue.Queue[Message] = queue.Queue()
         self._tasks: queue.Queue[Work | None] = queue.Queue()
         self._inflight: dict[int, Work] = {}
+        self._handed: dict[int, float] = {}  # when each step in flight was handed out
+        self._answered = -math.inf  # when a model last answered a step (monotonic)
         self._done: list[tuple[Work, StepResult]] = []  # results not yet committed
         self._pending: collections.deque[Document] = collections.deque()
         self._last_beat = time.monotonic()
@@ -357,6 +361,7 @@ class Engine:
             for claimed in [*following, *started]:
                 if claimed is not None:
                     self._inflight[claimed.document.id] = claimed
+                    self._handed[claimed.document.id] = time.monotonic()
                     self._tasks.put(claimed)
             for work, _ in done:
                 self.observer.step_done(work, "", None if self._next(work) else DocStatus.DONE)
@@ -433,17 +438,37 @@ class Engine:
                 message.done.set()
             return
         if isinstance(message, _Partial):
+            self._note_answers(message.calls)
             self.store.save_partial(owner, work, message.index, message.output, message.calls)
             message.done.set()
             return
         del self._inflight[work.document.id]
+        handed = self._handed.pop(work.document.id, math.inf)
         if message.result is not None:
+            self._note_answers(message.result.calls)
             self._done.append((work, message.result))  # committed with those that came with it
         else:
             assert message.error is not None
-            self._fail(owner, work, message.error)
+            self._fail(owner, work, message.error, handed)
 
-    def _fail(self, owner: Owner, work: Work, error: BaseException) -> None:
+    def _note_answers(self, calls: Sequence[CallRecord]) -> None:
+        if any(call.ok and call.provider != "local" for call in calls):
+            self._answered = time.monotonic()
+
+    def _fail(self, owner: Owner, work: Work, error: BaseException,
+              handed: float = math.inf) -> None:  # fmt: skip
+        if isinstance(error, ProviderOutage):
+            # past the retry budget: an outage pauses the run, unless the model answered
+            # other documents meanwhile, or this step met that before: then it is this
+            # document the server cannot take, and pausing would stop the others for good
+            failures = [f for f in self.store.failures(work.document.id)
+                        if f["step"] == work.step]  # fmt: skip
+            if self._answered > handed or any(f["error_class"] == ONE_DOCUMENT
+                                               for f in failures):  # fmt: skip
+                self._fail_attempt(
+                    owner, work, _one_document(error, len(failures) + 1, self.settings.max_attempts)
+                )
+                return
         if isinstance(error, SourceChanged):
             self.store.restart_document(owner, work, error.sha256)
             self.observer.note(f"{work.document.path} changed since it was read: starting over")
@@ -459,7 +484,10 @@ class Engine:
             return
         failed_before = sum(1 for f in self.store.failures(work.document.id)
                             if f["step"] == work.step)  # fmt: skip
-        failure = _failure(error, failed_before + 1, self.settings.max_attempts)
+        self._fail_attempt(owner, work, _failure(error, failed_before + 1,
+                                                 self.settings.max_attempts))  # fmt: skip
+
+    def _fail_attempt(self, owner: Owner, work: Work, failure: StepFailure) -> None:
         self.store.fail_step(owner, work, failure)
         finished = None
         if failure.terminal:
@@ -619,6 +647,26 @@ def _same_source(work: Work, max_bytes: int) -> None:
     now = extract.file_sha256(Path(work.document.source), max_bytes)
     if now is not None and now != work.document.sha256:
         raise SourceChanged(now)
+
+
+ONE_DOCUMENT = "ProviderOutageOfOneDocument"  # error_class of the failures below
+
+
+def _one_document(error: ProviderOutage, failures: int, max_attempts: int) -> StepFailure:
+    """The model kept failing one document's calls past the retry budget while it answered
+    the others: a failed attempt of that step (``failures`` counts this one)."""
+    terminal = failures >= max_attempts
+    cause = error.__cause__ or error  # what the last attempt met, without the outage's advice
+    message = (
+        f"the API kept failing this document's calls ({cause}; {len(error.calls)} attempts) "
+        "while it answered other documents"
+    )
+    if terminal:
+        message += (
+            f" (failed {failures} times; look for what in this document the server cannot "
+            "take, then add it to a new run)"
+        )
+    return StepFailure(ONE_DOCUMENT, message, Reason.ERROR, terminal, calls=tuple(error.calls))
 
 
 def _failure(error: BaseException, failures: int, max_attempts: int) -> StepFailure:

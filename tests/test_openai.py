@@ -554,6 +554,34 @@ def test_cli_outage_beyond_the_budget_pauses(ws: Workspace, api: FakeAPI) -> Non
     assert all(r["error_class"] for r in rows)
 
 
+def test_cli_one_document_the_server_keeps_failing_fails_alone(ws: Workspace,
+                                                                api: FakeAPI) -> None:  # fmt: skip
+    """Past the retry budget on one document while the others are answered is not an
+    outage: that document fails (its attempts count, then it ends failed), the others
+    finish, and the run does not pause. It used to pause, and every resume paid again."""
+    broken = server_error(500)
+    broken.headers["Retry-After"] = "0.1"
+    api.on(lambda request: token_of(request) == "DOC-04", broken)
+    proc = run_openai(ws, api, "--concurrency", "3", retry_seconds="1.2")
+    assert proc.popen.returncode == 1, proc.describe()
+    assert run_status(ws) == "done"
+    docs = documents(ws)
+    assert docs["doc_04.txt"]["status"] == "failed" and docs["doc_04.txt"]["reason"] == "error"
+    assert "while it answered other documents" in docs["doc_04.txt"]["error"]
+    assert "failed 3 times" in docs["doc_04.txt"]["error"]
+    assert {name for name, r in docs.items() if r["status"] == "done"} == {
+        f"doc_{n:02d}.txt" for n in range(1, DOCS + 1) if n != 4
+    }
+    # every attempt the server saw for it is recorded, and counted as wasted
+    asked = [r for r in api.completions() if token_of(r) == "DOC-04"]
+    (doc_id,) = [r["id"] for r in query(ws.db, "SELECT id FROM documents WHERE path LIKE ?",
+                                        ("%doc_04.txt",))]  # fmt: skip
+    calls = query(ws.db, "SELECT http_status, kept FROM model_calls WHERE doc_id = ?", (doc_id,))
+    assert len(calls) == len(asked) > 0 and {(c["http_status"], c["kept"]) for c in calls} == {
+        (500, 0)
+    }
+
+
 def test_cli_context_length_fails_only_that_document(ws: Workspace, api: FakeAPI) -> None:
     (ws.root / "in" / "doc_04.txt").write_text("TOOLONG " * 200, encoding="utf-8")
     api.on(lambda request: "TOOLONG" in user_text(request), context_length())
