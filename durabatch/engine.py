@@ -455,8 +455,7 @@ class Engine:
         if any(call.ok and call.provider != "local" for call in calls):
             self._answered = time.monotonic()
 
-    def _fail(self, owner: Owner, work: Work, error: BaseException,
-              handed: float = math.inf) -> None:  # fmt: skip
+    def _fail(self, owner: Owner, work: Work, error: BaseException, handed: float) -> None:
         if isinstance(error, ProviderOutage):
             # past the retry budget: an outage pauses the run, unless the model answered
             # other documents meanwhile, or this step met that before: then it is this
