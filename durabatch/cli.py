@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from durabatch import config, discovery, money, reports
+from durabatch import config, discovery, money, names, reports
 from durabatch.errors import DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
@@ -258,7 +258,7 @@ def run(
         discovery.check_paths(paths)
         store = _store(settings, create=True)
         stored = settings.run_settings() | {"cwd": os.getcwd()}
-        new_run = store.create_run(stored, list(paths))
+        new_run = store.create_run(stored, [names.storable(p) for p in paths])
         print(new_run.id, flush=True)
         _finish(store, _process(store, new_run, settings))
 

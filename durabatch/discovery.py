@@ -10,6 +10,11 @@ Symbolic links to folders are not followed (a link back to a parent would
 walk forever). A link that leads nowhere - to a file that is gone, or round
 a loop of links - is taken as a document, so that it ends ``failed`` with a
 reason a person can see instead of vanishing from the run.
+
+A path that is not valid UTF-8 (a name in Latin-1, say) is found like any other
+and stored written out (see ``durabatch.names``), so that it ends ``failed``
+too, saying to rename it, instead of stopping the run. A path given written out
+(a run's stored inputs, on resume) is walked from the real path it stands for.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from durabatch import names
 from durabatch.errors import UsageError
 from durabatch.store.records import NewDocument
 
@@ -27,7 +33,7 @@ PASSED = 256  # files passed over between two Nones of ``walk``
 
 
 def check_paths(paths: Sequence[str]) -> None:
-    missing = [p for p in paths if not os.path.exists(p)]
+    missing = [names.storable(p) for p in paths if not os.path.exists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}; check the path")
     for path in paths:
@@ -41,7 +47,7 @@ def _check_listable(folder: str) -> None:
             _enter(folder)
     except OSError as exc:
         raise UsageError(
-            f"cannot list the folder {folder} ({exc.strerror}); "
+            f"cannot list the folder {names.storable(folder)} ({exc.strerror}); "
             "fix its permissions so that you can read and enter it, then run again"
         ) from exc
 
@@ -70,7 +76,7 @@ def walk(
     ignored = [str(p.resolve()) for p in ignore]
     passed = 0
     for given in paths:
-        root = base / given
+        root = _real(base / given)
         if root.is_dir():
             files = _walk(root)
         else:
@@ -82,11 +88,21 @@ def walk(
             if not any(source == i or source.startswith(i + os.sep) for i in ignored) and (
                 _wanted(shown, () if unlisted else include, exclude)
             ):
-                yield NewDocument(path=shown, source=source, size=size or 0)
+                yield NewDocument(
+                    path=names.storable(shown), source=names.storable(source), size=size or 0
+                )
                 continue
             passed += 1
             if passed % PASSED == 0:
                 yield None
+
+
+def _real(given: Path) -> Path:
+    """The path given, or the real one it stands for when written out by ``names``."""
+    if given.exists():
+        return given
+    found = names.undo(given)
+    return given if found is None else found[0]
 
 
 def _source(path: Path) -> str:

@@ -24,6 +24,7 @@ from durabatch.errors import DocumentError, DocumentSkipped, Reason
 from durabatch.formats.html import extract_html
 from durabatch.formats.markdown import extract_markdown
 from durabatch.formats.text import extract_plain
+from durabatch.names import storable, undo
 
 __all__ = ["SUFFIXES", "Extracted", "extract_text", "load_parsers"]
 
@@ -92,7 +93,7 @@ def _size(path: pathlib.Path) -> int:
     try:
         info = path.stat()
     except FileNotFoundError as exc:
-        raise _missing(path, _gone(path)) from exc
+        raise _not_utf8(path) or _missing(path, _gone(path)) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _missing(path, "it is a symbolic link in a loop of links") from exc
@@ -118,9 +119,24 @@ def _unlisted(path: pathlib.Path) -> DocumentError:
     )
 
 
+def _not_utf8(path: pathlib.Path) -> DocumentError | None:
+    """For a path the walk wrote out because a name on it is not UTF-8 (see
+    ``durabatch.names``): the file is there, under a name that cannot be stored."""
+    found = undo(path)
+    if found is None:
+        return None
+    what = "its name" if found[1] == path else f"the name of its folder {found[1]}"
+    return DocumentError(
+        Reason.MISSING,
+        f"{path} cannot be processed: {what} is not valid UTF-8 (each such byte is shown "
+        "here as \\xNN), so durabatch cannot store it; rename it to UTF-8 (e.g. "
+        "`convmv -f latin1 -t utf8 --notest FILE`, or `mv`), then add it to a new run",
+    )
+
+
 def _gone(path: pathlib.Path) -> str:
     if path.is_symlink():
-        return f"it is a symbolic link to {os.readlink(path)}, which does not exist"
+        return f"it is a symbolic link to {storable(os.readlink(path))}, which does not exist"
     return "it does not exist (moved or deleted?)"
 
 
