@@ -9,7 +9,8 @@
 Replies are chosen, for each request, from the first matcher that applies, then from
 the scripted queue, then from ``default`` (an echo of the request: entities for an
 entities request, a summary otherwise). Each reply may wait, drop the body half way,
-or close the connection without a word, so the client sees what a real network does.
+trickle it a byte at a time, or close the connection without a word, so the client
+sees what a real network does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Reply:
     delay: float = 0.0  # seconds before anything is sent
     drop_after: int | None = None  # announce the full length, send this many bytes, close
     close_without_reply: bool = False
+    trickle: float = 0.0  # seconds between the body's bytes, sent one at a time
 
     def encoded(self) -> tuple[bytes, dict[str, str]]:
         headers = dict(self.headers)
@@ -269,6 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[: reply.drop_after])
             self.wfile.flush()
             self.close_connection = True
+            return
+        if reply.trickle:
+            self.wfile.flush()  # the headers go out at once
+            for i in range(len(body)):
+                time.sleep(reply.trickle)
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
             return
         self.wfile.write(body)
         self.wfile.flush()

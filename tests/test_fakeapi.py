@@ -179,6 +179,14 @@ def test_delay_is_a_read_timeout_for_an_impatient_client(api: FakeAPI,
     assert content(post(client)).startswith("Summary: ")  # the server is fine afterwards
 
 
+def test_trickle_sends_the_body_a_byte_at_a_time(api: FakeAPI, client: httpx.Client) -> None:
+    api.script(Reply(200, body=b"x" * 30, trickle=0.02))
+    started = time.monotonic()
+    # no gap between two bytes reaches the read timeout, so httpx waits for all of them
+    response = client.post("/chat/completions", json=SUMMARY_REQUEST, timeout=0.5)
+    assert response.content == b"x" * 30 and time.monotonic() - started >= 30 * 0.02
+
+
 def test_drop_after_cuts_the_body(api: FakeAPI, client: httpx.Client) -> None:
     api.script(ok_summary("a summary long enough to cut", drop_after=20))
     with pytest.raises(httpx.RemoteProtocolError):

@@ -127,3 +127,44 @@ def test_entities_replies_are_repaired_where_safe(
 )
 def test_entities_replies_that_cannot_be_trusted_are_refused(content: str) -> None:
     assert parse_entities(content) is None
+
+
+def test_the_budget_uses_the_wait_actually_slept() -> None:
+    """Draws alternating 1.0 and 0.0: the stop check must see the same draw the wait
+    uses, not draw its own (which let 31 s of waits through a 20 s budget)."""
+    fake = FakeTime()
+    drawn: list[float] = []
+
+    def draw() -> float:
+        drawn.append(1.0 - len(drawn) % 2)
+        return drawn[-1]
+
+    retry = RetryPolicy(max_attempts=6, max_total_seconds=20.0, base_delay=1.0,
+                        sleep=fake.sleep, clock=fake.clock, random=draw)  # fmt: skip
+    attempt, seen = failing([RetryableError("503")] * 10)
+    with pytest.raises(RetryableError):
+        retry.call(attempt)
+    # 1 x 1, 0 x 2, 1 x 4, 0 x 8 = 5 s; the next, 1 x 16, would end at 21 s: stop
+    assert fake.waits == [1.0, 0.0, 4.0, 0.0] and seen == [1, 2, 3, 4, 5]
+    assert len(drawn) == 5  # one draw per wait (the fifth refused), none for the check
+
+
+def test_the_budget_counts_the_attempts_time_and_no_wait_ends_past_it() -> None:
+    fake = FakeTime()
+    start = fake.now
+    ends: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        fake.sleep(seconds)
+        ends.append(fake.now - start)
+
+    def slow_attempt(n: int) -> str:
+        fake.now += 5.0  # each attempt takes 5 s, e.g. a read timeout
+        raise RetryableError("timed out")
+
+    retry = RetryPolicy(max_attempts=10, max_total_seconds=20.0, base_delay=1.0,
+                        sleep=sleep, clock=fake.clock, random=lambda: 1.0)  # fmt: skip
+    with pytest.raises(RetryableError):
+        retry.call(slow_attempt)
+    # attempts end at 5, 11, 18 s; waits of 1 and 2 s fit, the next 4 s would end at 22 s
+    assert fake.waits == [1.0, 2.0] and ends == [6.0, 13.0] and fake.now - start == 18.0

@@ -14,6 +14,9 @@ HTTP outcome maps to one error class, so what happens next is a type check:
     400 other, finish_reason=length,
     no text (e.g. content filter)    -> DocumentError for this document only
     a drain while retrying           -> Cancelled: the step runs again on resume
+
+A timeout is a server silent for ``read_timeout``, or an answer not complete
+``read_timeout`` after the request was sent (a reply trickling in byte by byte).
 """
 
 from __future__ import annotations
@@ -90,12 +93,14 @@ class OpenAIProvider:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self._secret = api_key
         self.host = httpx.URL(base_url).host
+        self.read_timeout = read_timeout
         self.policy = policy or RetryPolicy()
         self.gate = RateGate(self.policy)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(
             headers=headers,
-            # every phase bounded: a silent server costs at most read_timeout per attempt
+            # every phase bounded; the read timeout here is the longest gap between two
+            # bytes, and _post bounds the whole answer by read_timeout too
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
             ),
@@ -191,7 +196,7 @@ class OpenAIProvider:
         self.gate.wait()
         record = _Recorder(self, model, n, calls)
         try:
-            response = self.client.post(self.url, json=body)
+            response, data = self._post(body, record.start)
         except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
             record(None, type(exc).__name__, "the request could not be sent")
             raise HaltError(
@@ -207,13 +212,37 @@ class OpenAIProvider:
             raise RetryableError(f"connection failed ({type(exc).__name__})") from exc
         self.gate.update(response.headers)
         if response.status_code == 200:
-            return _content(response, record, body)
-        return self._refuse(response, record, model, body)
+            return _content(data, record, body)
+        return self._refuse(response, data, record, model, body)
 
-    def _refuse(self, response: httpx.Response, record: _Recorder, model: str,
+    def _post(self, body: dict[str, Any], started: float) -> tuple[httpx.Response, bytes]:
+        """The response and its whole (decoded) body. httpx's read timeout only bounds the
+        gap between two bytes, so a reply trickling in would never time out: the body must
+        also be complete within ``read_timeout`` of sending the request, or this raises
+        ``httpx.ReadTimeout`` as a silent server does."""
+        sent = [started]  # moved on when httpcore starts writing the request
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(".send_request_headers.started"):
+                sent[0] = time.perf_counter()
+
+        with self.client.stream("POST", self.url, json=body,
+                                extensions={"trace": trace}) as response:  # fmt: skip
+            chunks: list[bytes] = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.perf_counter() - sent[0] > self.read_timeout:
+                    raise httpx.ReadTimeout(
+                        f"the answer was not complete {self.read_timeout:g}s after the "
+                        "request was sent",
+                        request=response.request,
+                    )
+        return response, b"".join(chunks)
+
+    def _refuse(self, response: httpx.Response, data: bytes, record: _Recorder, model: str,
                 body: dict[str, Any]) -> str:  # fmt: skip
         status = response.status_code
-        code, message = (self.scrub(text) for text in _error_of(response))
+        code, message = (self.scrub(text) for text in _error_of(data))
         record(status, f"HTTP{status}", message, usage=None)
         calls = record.calls
         if status == 402 or (status == 429 and "insufficient_quota" in code):
@@ -279,10 +308,10 @@ class _Recorder:
         )
 
 
-def _content(response: httpx.Response, record: _Recorder, body: dict[str, Any]) -> str:
+def _content(raw: bytes, record: _Recorder, body: dict[str, Any]) -> str:
     """The reply's text, or a failed attempt: a cut-off body is never a result."""
     try:
-        data = json.loads(response.content)
+        data = json.loads(raw)
         choice = data["choices"][0]
         content = choice["message"]["content"]
         usage = data.get("usage") or {}
@@ -327,13 +356,13 @@ def _most_input_tokens(body: dict[str, Any]) -> int:
     return sent + 32
 
 
-def _error_of(response: httpx.Response) -> tuple[str, str]:
+def _error_of(raw: bytes) -> tuple[str, str]:
     """(code and type, message) from an error body, whatever shape the server uses."""
     try:
-        data = response.json()
+        data = json.loads(raw)
         error = data.get("error") or data  # older vLLM puts the error at the top level
     except (ValueError, AttributeError):
-        return "", response.text[:200]
+        return "", raw.decode(errors="replace")[:200]
     if isinstance(error, str):
         return "", error
     code = f"{error.get('code') or ''} {error.get('type') or ''}"

@@ -4,8 +4,9 @@ Only ``RetryableError`` is retried: 429 (but not ``insufficient_quota``), 5xx,
 timeouts, refused or dropped connections, a body cut off mid-stream. The wait
 is the server's ``Retry-After`` / ``retry-after-ms`` when it sent one (capped
 at ``max_delay``), else exponential backoff with full jitter. Attempts and
-total time are both bounded; when either runs out the last error is raised
-and the caller pauses the run. Sleep, clock and randomness are injected, so
+total time are both bounded (the time counts the attempts and the waits, and
+no wait starts that would end past it); when either runs out the last error
+is raised and the caller pauses the run. Sleep, clock and randomness are injected, so
 tests never wait.
 """
 
@@ -52,7 +53,9 @@ class RetryPolicy:
         def give_up(state: RetryCallState) -> bool:
             if self.cancelled() or state.attempt_number >= self.max_attempts:
                 return True
-            return self.clock() - start + self.wait_for(state) > self.max_total_seconds
+            # the wait tenacity drew and will sleep (not a fresh draw), after the time
+            # the attempts and the earlier waits took: no wait may end past the budget
+            return self.clock() - start + state.upcoming_sleep > self.max_total_seconds
 
         retrying = Retrying(
             sleep=self.sleep,
