@@ -26,8 +26,10 @@ from durabatch.render import (
     cell,
     cost_views,
     estimate_views,
+    note,
     run_detail,
     run_table,
+    shown,
     stderr_console,
     stdout_console,
 )
@@ -321,7 +323,6 @@ def _withdraw_owed(store: Store, found: Run, settings: config.Settings) -> None:
     from durabatch import compensate
 
     if compensate.owed(store, found):
-        note = stderr_console().print
         compensate.after_failure(store, found, settings.with_run(found.settings), note)
 
 
@@ -356,7 +357,6 @@ def cancel(
         settings = replace(settings, compensate_url=compensate_url)
         if compensate_url is not None:
             config.check_compensate_url(compensate_url)
-        note = stderr_console().print
         wait = settings.grace + settings.lease_ttl
         undone = compensate.cancel(store, found, settings, compensate=compensate_, note=note,
                                    wait=wait)  # fmt: skip
@@ -400,7 +400,7 @@ def deliver(
                              compensate_url=compensate_url)  # fmt: skip
         store = _store(settings)
         found = store.get_run(run_id)
-        tally = redeliver(store, found, settings, to, stderr_console().print)
+        tally = redeliver(store, found, settings, to, note)
     if json_:
         print(json.dumps({"run_id": run_id, "target": to, **asdict(tally)}, indent=2))
     else:
@@ -543,7 +543,7 @@ def events(
                 where = f" doc={event.doc_id}" if event.doc_id else ""
                 where += f" step={event.step}" if event.step else ""
                 data = json.dumps(event.data, ensure_ascii=False)
-                print(f"{event.seq}\t{event.at}\t{event.type}{where}\t{data[:200]}")
+                print(f"{event.seq}\t{event.at}\t{event.type}{where}\t{shown(data[:200])}")
 
 
 @app.command()

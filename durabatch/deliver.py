@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from durabatch.config import Settings
-from durabatch.errors import DeliveryHalt, DocumentError, RunCancelled, UsageError
+from durabatch.errors import DeliveryHalt, DocumentError, RunCancelled, TargetHalt, UsageError
 from durabatch.models.retry import RetryPolicy
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
@@ -44,7 +45,7 @@ from durabatch.store.records import (
 )
 from durabatch.targets import Target, open_target
 
-Note = Callable[[str], None]
+Note = Callable[[str], None]  # plain text: the printer shows it as one safe line
 
 
 def payload(run_id: str, doc: Document, results: dict[str, Any]) -> bytes:
@@ -176,9 +177,12 @@ def _each(store: Store, run: Run, owner: Owner, target: Target, tally: Tally,
             planned, ours = planned_for(target, run.id, doc, body, store.deliveries_of(doc.id))
             store.intend_delivery(owner, run.id, doc.id, planned)
             done = target.publish(planned, body, ours)
-        except DeliveryHalt as exc:  # answered, not taken: refused, and the rest would be too
-            store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
-            raise
+        except TargetHalt as exc:  # the rest would fail too: stop, and say how to go on
+            again = f"`durabatch deliver {run.id} --to {shlex.quote(target.spec)}` again"
+            halt = type(exc)(exc.problem, again)
+            if isinstance(exc, DeliveryHalt):  # nothing taken: refused
+                store.refuse_delivery(owner, run.id, doc.id, target.spec, halt.message)
+            raise halt from exc
         except DocumentError as exc:
             store.refuse_delivery(owner, run.id, doc.id, target.spec, exc.message)
             tally.failed.append({"path": doc.path, "reason": exc.reason, "error": exc.message})

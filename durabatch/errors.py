@@ -7,7 +7,8 @@
     |   |   +-- DatabaseDamaged    SQLite found the file damaged (a finding of `verify`)
     |   +-- AuthError              401/403: the API key is missing or refused
     |   +-- ModelNotFound          404: the server does not know the model
-    |   +-- DeliveryHalt           a webhook answered 401/403/404/405: refused, not taken
+    |   +-- TargetHalt             a delivery folder cannot be written
+    |       +-- DeliveryHalt       refused, not taken: a webhook's 401-405, a file for a folder
     +-- RunCancelled               a side session stopped for `durabatch cancel` (4)
     +-- NotFinished                resume later (75)
         +-- RunOwnedError          another live process owns the run
@@ -93,9 +94,20 @@ class DatabaseDamaged(StoreError):
     """The file's pages contradict each other: restore it or rebuild it; resume cannot help."""
 
 
-class DeliveryHalt(HaltError):
-    """The receiver answered and did not accept the delivery (401/403/404/405): its row is
-    ``refused`` (nothing to undo), and the run halts, as every delivery would fail."""
+class TargetHalt(HaltError):
+    """A delivery target would fail every document (a folder that cannot be written).
+    ``problem`` says what happened and what to fix; the message adds what to run next:
+    ``then``, `durabatch resume` for a run."""
+
+    def __init__(self, problem: str, then: str = "`durabatch resume`") -> None:
+        super().__init__(f"{problem}, then {then}")
+        self.problem = problem
+
+
+class DeliveryHalt(TargetHalt):
+    """The target took nothing (a webhook answered 401/403/404/405, a file stands where
+    the folder should be): the delivery's row is ``refused`` (nothing to undo), and the
+    run halts, as every delivery would be refused."""
 
 
 class RunCancelled(DurabatchError):

@@ -45,6 +45,12 @@ def cell(text: str | None) -> str:
     return escape(shown(text or ""))
 
 
+def note(text: str) -> None:
+    """A note on stderr (what a re-delivery or a withdrawal did) as one safe line: a
+    name in it is shown, never obeyed, and its brackets are not markup."""
+    stderr_console().print(shown(text), markup=False)
+
+
 class PlainObserver:
     """One timestamped line per event that matters, with the run id: grep-able cron logs."""
 
@@ -272,8 +278,8 @@ def estimate_views(report: dict[str, Any]) -> list[Any]:
     )
     parts: list[Any] = [table]
     if None in (row["expected_usd"] for row in report["steps"]):
-        parts.append("[yellow]A price is unknown[/]: give it in durabatch.toml [prices] or with "
-                     "--prices FILE (dollars per 1M tokens).")  # fmt: skip
+        parts.append("[yellow]A price is unknown[/]: give it in durabatch.toml \\[prices] or "
+                     "with --prices FILE (dollars per 1M tokens).")  # fmt: skip
     if report["failures"]:
         failed = Table(title="documents that could not be extracted (not in the estimate)")
         for name in ("path", "status", "reason", "what to do"):

@@ -11,7 +11,9 @@ effect and its checkpoint makes the next session do it again:
   already holding exactly these bytes was written by an earlier attempt and is kept;
   a file with other bytes is never overwritten, since its undo could not bring it
   back. A file name the file system refuses (too long, a folder in the way) fails
-  that document; a folder that cannot be written (permissions, space) halts the run.
+  that document; a folder that cannot be written (permissions, space) halts the run,
+  and so does a file where the folder should be (its delivery ``refused``). A
+  document's path is escaped so that no two share a file (``Folder.path_for``).
   Withdrawing removes the file only if it still holds what was written, then the
   folders the delivery created, if they are empty.
 - a webhook gets a POST with an ``Idempotency-Key`` that the same document and
@@ -31,10 +33,11 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -48,6 +51,7 @@ from durabatch.errors import (
     HaltError,
     Reason,
     RetryableError,
+    TargetHalt,
     TargetUnavailable,
     UsageError,
 )
@@ -72,6 +76,10 @@ NAME_PROBLEMS = {
     errno.EINVAL: "the file system does not accept this file name",
     errno.EILSEQ: "the file system does not accept this file name's characters",
 }
+# a document's path in a folder: ``\\`` and a ``%`` that reads as an escape are escaped,
+# and absolute paths go under a folder of their own, so two paths never share a file
+_ESCAPED = re.compile(r"\\|%(?=[0-9A-Fa-f]{2})")
+ABSOLUTE = "%2F"
 T = TypeVar("T")
 
 
@@ -131,12 +139,17 @@ class Folder:
         self.root = root
 
     def path_for(self, name: str) -> Path:
-        """``in/a.pdf`` -> ROOT/in/a.pdf.json; never outside ROOT, whatever the name.
+        """``in/a.pdf`` -> ROOT/in/a.pdf.json; never outside ROOT, and no two document
+        paths share a file, whatever the names.
 
-        ``..`` becomes ``...``, and a real name of only dots gets one dot more, so no two
-        document paths share a file."""
-        parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("/", ".")]
+        ``..`` becomes ``...``, and a real name of only dots gets one dot more; a ``\\``
+        is written ``%5C`` (it is no folder), and a ``%`` that would read as such an
+        escape ``%25``; an absolute path goes under the folder ``%2F`` (its ``/``), which
+        no relative path's first folder can be written as."""
+        parts = [_escaped(p) for p in name.split("/") if p not in ("", ".")]
         parts = [p + "." if set(p) == {"."} else p for p in parts] or ["document"]
+        if name.startswith("/"):
+            parts.insert(0, ABSOLUTE)
         return self.root.joinpath(*parts[:-1], parts[-1] + ".json")
 
     def plan(self, name: str, body: bytes, key: str) -> Delivered:
@@ -146,7 +159,7 @@ class Folder:
             missing = [d for d in [path.parent, *path.parent.parents] if not d.exists()
                        and (d == self.root or self.root in d.parents)]  # fmt: skip
         except OSError as exc:
-            raise _folder_error(path, exc) from exc
+            raise _folder_error(self.root, path, exc) from exc
         made = tuple(str(d) for d in missing)  # deepest first: the order they are removed in
         return Delivered(self.spec, self.kind, str(path), sha256_of(body), key, made_dirs=made)
 
@@ -159,7 +172,7 @@ class Folder:
             if not _holds(path, planned.sha256, ours):
                 _write_new(path, body, planned.sha256, ours)
         except OSError as exc:
-            raise _folder_error(path, exc) from exc
+            raise _folder_error(self.root, path, exc) from exc
         return planned
 
     def withdraw(self, delivery: Delivery,
@@ -188,6 +201,12 @@ class Folder:
         pass
 
 
+def _escaped(part: str) -> str:
+    """``\\`` as ``%5C``, and ``%`` as ``%25`` where it would read as such an escape
+    (before two hex digits): other names, ``100%.txt`` too, keep their own spelling."""
+    return _ESCAPED.sub(lambda found: "%5C" if found.group() == "\\" else "%25", part)
+
+
 def remove_empty(folders: Iterable[str]) -> None:
     """Remove folders a delivery created, deepest first, those that are empty now."""
     for folder in sorted(folders, key=lambda f: f.count(os.sep), reverse=True):
@@ -195,13 +214,19 @@ def remove_empty(folders: Iterable[str]) -> None:
             os.rmdir(folder)
 
 
-def _folder_error(path: Path, exc: OSError) -> Exception:
+def _folder_error(root: Path, path: Path, exc: OSError) -> Exception:
     """A problem of this document's file is its own failure; one of the folder halts."""
     problem = NAME_PROBLEMS.get(exc.errno or 0)
     if problem is None or exc.errno in FOLDER_HALTS:
-        return HaltError(
+        return TargetHalt(
             f"cannot write to the delivery folder {path.parent}: {exc.strerror or exc}; fix "
-            "its permissions or free disk space, then `durabatch resume`"
+            "its permissions or free disk space"
+        )
+    if not os.path.isdir(root):  # a file in the folder's place or way: nothing written
+        return DeliveryHalt(
+            f"cannot deliver to {root}: it is not a folder and cannot be made one "
+            f"({exc.strerror or exc}): a file is in its place or in its way; move that "
+            "file away"
         )
     return DocumentError(
         Reason.TARGET_PATH,
@@ -290,8 +315,7 @@ class Webhook:
             if reply.status_code in WRONG_ENDPOINT:
                 raise DeliveryHalt(
                     f"{_refusal(self.spec, reply, 'POST ')}: every document's delivery would "
-                    "fail; check the webhook URL and the receiver's credentials, then "
-                    "`durabatch resume` (for a re-delivery, run it again)"
+                    "fail; check the webhook URL and the receiver's credentials"
                 )
             raise DocumentError(Reason.DELIVERY_REJECTED, _refusal(self.spec, reply))
 
