@@ -10,13 +10,11 @@ says to run `deliver` again, when the folder cannot be written or is a file.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashkit import Proc, Workspace, query
+from crashkit import Proc, Workspace, query, tmpfs
 
 HALTED = 3
 FAILED = 1
@@ -165,18 +163,8 @@ def test_deliver_to_a_file_refuses_them_all_with_exit_3(ws: Workspace) -> None:
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
     """A real read-only file system: EROFS, which root's privileges do not get past."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=1m,ro") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_deliver_to_a_folder_that_cannot_be_written_says_to_deliver_again(
