@@ -33,6 +33,7 @@ PARENT_CHECK_SECONDS = 1.0
 # deadline starts only then, so a short --extract-timeout never counts start-up
 STARTUP_SECONDS = 120.0
 READY = "ready"
+STOPPED = (-signal.SIGINT, -signal.SIGTERM)  # exit codes of a process killed by them
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -142,6 +143,11 @@ class ParserPool:
             self._discard(worker)
             if self._closed:
                 raise Cancelled("the run is shutting down")
+            if worker.process.exitcode in STOPPED:
+                # a worker ignores SIGINT and SIGTERM only once it runs: one still starting
+                # died of a signal sent to the whole process group (Ctrl-C, systemd), which
+                # drains the run too; the step runs again, it is not a failure to start
+                raise Cancelled("a parser process was stopped by a signal while it started")
             raise HaltError(
                 "a parser process could not start; check free memory and process limits, "
                 "then resume"
