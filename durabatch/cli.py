@@ -303,9 +303,9 @@ def resume(
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
-        if max_cost is not None:  # a raised budget holds for every later resume too
-            found = store.change_settings(found.id, {"max_cost": max_cost})
         settings = settings.with_run(found.settings)
+        if max_cost is not None:  # stored with the run (for every later resume too) once
+            settings = replace(settings, max_cost=max_cost)  # this session owns the run
         config.require_pdf_engine(settings, resuming=True)
         _finish(store, _process(store, found, settings))
 

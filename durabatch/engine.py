@@ -212,6 +212,8 @@ class Engine:
         A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
         signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
+        if self.settings.max_cost != run.settings.get("max_cost"):  # `resume --max-cost`
+            run = self.store.change_settings(run.id, {"max_cost": self.settings.max_cost})
         self._delivers = delivers(run.settings)
         if self.store.cancel_requested(run.id):  # cancelled while nobody owned it
             self._cancelled = True

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from crashkit import clean_env, durabatch_bin, note_text, slow_html
+from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query, slow_html
 
 
 def spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -90,3 +91,30 @@ def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: 
     again = spawn(tmp_path, "run", docs)
     again.communicate(timeout=120)
     assert again.returncode == 0
+
+
+def test_a_refused_resume_leaves_the_live_runs_budget_alone(tmp_path: Path) -> None:
+    """`resume RUN --max-cost X` while another process owns RUN is refused (exit 75), and
+    it no longer rewrites the budget the owner and every later session keep to."""
+    proc = spawn(tmp_path, "run", folder(tmp_path, "docs", 300), "--max-cost", "5")
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    deadline = time.monotonic() + 60
+    while not query(tmp_path / "shared.db", "SELECT 1 FROM steps WHERE status = 'done'"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)  # alive, owning the run, and quiet while we look
+    try:
+        refused = subprocess.run(
+            [durabatch_bin(), "resume", run_id, "--max-cost", "0.001", "--db", "shared.db"],
+            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert refused.returncode == NOT_FINISHED, refused.stderr
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    (run,) = query(tmp_path / "shared.db", "SELECT settings FROM runs")
+    assert json.loads(run["settings"])["max_cost"] == 5
+    changed = query(tmp_path / "shared.db", "SELECT 1 FROM events WHERE type = 'settings_changed'")
+    assert changed == []
