@@ -256,6 +256,22 @@ def test_float_dollars_of_an_older_database_become_exact_picodollars(tmp_path: P
     assert row["cost_usd"] == Decimal("0.0000009")  # 3 x $0.0000003, no drift
 
 
+def test_the_same_work_typed_another_way_is_the_same_work(tmp_path: Path) -> None:
+    """A trailing slash on the endpoint, or each step's model named instead of one for all,
+    asks the same of the same model: the second run over the same files is refused."""
+    api = {"cwd": str(tmp_path), "provider": "openai", "base_url": "http://h/v1", "model": "m"}
+    first = open_store(tmp_path)
+    made = first.create_run(api, ["docs"])
+    second = open_store(tmp_path)
+    for typed in ({"base_url": "http://h/v1/"},
+                  {"model": None, "summarize_model": "m", "entities_model": "m"}):  # fmt: skip
+        with pytest.raises(RunOwnedError) as refused:
+            second.create_run(api | typed, ["docs"])
+        assert refused.value.run_id == made.id
+    assert second.create_run(api | {"entities_model": "n"}, ["docs"]).id != made.id
+    first.close()
+
+
 def test_a_run_over_the_same_files_is_refused_while_its_creator_holds_it(tmp_path: Path) -> None:
     """Even before the first run has written its lease, the refusal names its pid."""
     first = open_store(tmp_path)

@@ -257,7 +257,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         ).fetchall()
         for row in rows:
             theirs = json.loads(row["settings"])
-            same_work = all(theirs.get(k) == settings.get(k) for k in _SAME_WORK)
+            same_work = _work_of(theirs) == _work_of(settings)
             overlap = _overlap(mine, _places(theirs, json.loads(row["inputs"])))
             if same_work and overlap and self.locks.held_elsewhere(row["id"]):
                 try:
@@ -909,7 +909,13 @@ def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str
 
 
 # runs that differ in these do different work on the same files, and may run side by side
-_SAME_WORK = ("provider", "model", "summarize_model", "entities_model", "base_url")
+def _work_of(settings: dict[str, Any]) -> tuple[Any, ...]:
+    """What a run asks of which model, however it was typed: the endpoint without its
+    trailing slash, and each step's model as ``Settings.model_for`` picks it."""
+    model = settings.get("model") or settings.get("provider")
+    endpoint = (settings.get("base_url") or "").rstrip("/")
+    steps = (settings.get("summarize_model") or model, settings.get("entities_model") or model)
+    return (settings.get("provider"), endpoint, *steps)
 
 
 def _places(settings: dict[str, Any], inputs: list[str]) -> list[str]:
