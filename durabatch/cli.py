@@ -511,6 +511,11 @@ def _estimated(store: Store, settings: config.Settings, paths: list[str]) -> dic
         if sys.stderr.isatty() and tally.total % 50 == 0:
             stderr_console().print(f"extracted {tally.total} documents...", highlight=False)
 
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # unwound here, not by `_interrupted_early`, so the user hears that the text is kept
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return estimate_run(store, settings, make_provider(settings), paths, progress)
     except KeyboardInterrupt:
@@ -518,6 +523,9 @@ def _estimated(store: Store, settings: config.Settings, paths: list[str]) -> dic
             "estimate interrupted; the text extracted so far is kept, so running it again "
             "continues where it stopped"
         ) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -624,7 +632,11 @@ def export(
 
 def _interrupted_early(signum: int, frame: FrameType | None) -> None:
     """Before a run is being processed there is nothing to drain: stop, resumable."""
-    print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+    print(
+        f"interrupted by {signal.Signals(signum).name} before any step started; nothing "
+        "committed is lost: `durabatch resume` continues a run this command created",
+        file=sys.stderr,
+    )
     raise SystemExit(ExitCode.NOT_FINISHED)
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import sqlite3
+import subprocess
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from crashkit import query
+from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query
 from fakeapi import FakeAPI, realistic
 from typer.testing import CliRunner
 
@@ -162,3 +166,31 @@ def test_the_local_engine_estimates_zero_dollars(corpus: Path) -> None:
 def test_estimate_of_a_missing_path_is_a_usage_error() -> None:
     result = runner.invoke(app, ["estimate", "nowhere"])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_an_interrupted_estimate_says_its_text_is_kept(tmp_path: Path) -> None:
+    """Ctrl-C mid-estimate exits 75 and says that running it again goes on (it used to say
+    only "interrupted by SIGINT")."""
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for n in range(3000):
+        (docs / f"note_{n:04d}.txt").write_text(note_text(n), encoding="utf-8")
+    db = tmp_path / "e.db"
+    proc = subprocess.Popen([durabatch_bin(), "estimate", str(docs), "--db", str(db)],
+                            cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _extracted(db)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == NOT_FINISHED, err
+    assert "the text extracted so far is kept" in err and "Traceback" not in err, err
+
+
+def _extracted(db: Path) -> int:
+    try:
+        return len(query(db, "SELECT 1 FROM extractions LIMIT 1"))
+    except sqlite3.OperationalError:  # not made yet
+        return 0
