@@ -197,6 +197,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
         "m005_reservations", "m006_step_cache", "m007_exact_dollars", "m008_extractions",
         "m009_calls_in_flight", "m010_texts", "m011_deliveries", "m012_status_indexes",
         "m013_call_lookup", "m014_delivery_undo", "m015_delivery_generations",
+        "m016_lost_call_bounds",
     ]  # fmt: skip
     assert mode == ("wal",)
 

@@ -348,3 +348,15 @@ def m015_delivery_generations(db: Database) -> None:
         "CREATE INDEX deliveries_doc ON deliveries(doc_id, target)",
     ):
         db.execute(statement)
+
+
+@migrations(name="m016_lost_call_bounds")
+def m016_lost_call_bounds(db: Database) -> None:
+    """What bounds each call in flight: its prompt at one token per byte, and the
+    ``max_tokens`` it asked for (NULL without a budget: no cap was sent). A call whose
+    answer never comes back is recorded at that worst case, which is what was held."""
+    for statement in (
+        "ALTER TABLE reservations ADD COLUMN most_input_tokens INTEGER",
+        "ALTER TABLE reservations ADD COLUMN max_tokens INTEGER",
+    ):
+        db.execute(statement)

@@ -505,7 +505,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         with self._tx():
             self._check_running(owner, work)
             if limit is None:
-                self._note_call(work, call, amount)
+                self._note_call(work, call, amount, capped=False)
                 return Decimal(0)
             (held,) = self.conn.execute(
                 "SELECT (SELECT COALESCE(SUM(cost_pico), 0) FROM model_calls WHERE run_id = ?)"
@@ -521,17 +521,22 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                     f"next call could cost up to ${amount:.4f}); raise it to continue: "
                     f"`durabatch resume {doc.run_id} --max-cost {raised}`"
                 )
-            self._note_call(work, call, amount)
+            self._note_call(work, call, amount, capped=True)
         return committed
 
-    def _note_call(self, work: Work, call: PaidCall, amount: Decimal | None) -> None:
+    def _note_call(self, work: Work, call: PaidCall, amount: Decimal | None,
+                   capped: bool) -> None:  # fmt: skip
+        """``capped``: under a budget every call carries ``max_tokens`` (so it has a worst
+        case, and should its answer never come back, it is recorded at that worst case)."""
         doc = work.document
         self._noted.add((doc.id, work.step))
         self.conn.execute(
             "INSERT INTO reservations (run_id, doc_id, step, amount_pico, at, provider, host,"
-            " model, input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " model, input_tokens, most_input_tokens, max_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (doc.run_id, doc.id, work.step, to_pico(amount), now_iso(), call.engine, call.host,
-             call.model, call.input_tokens),
+             call.model, call.input_tokens, call.most_input_tokens,
+             call.max_output_tokens if capped else None),
         )  # fmt: skip
 
     def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
@@ -739,21 +744,19 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
     def _lost_calls(self, doc_id: int, step: str, returned: int) -> list[CallRecord]:
         """Calls written down before they were made whose answer never came back (the
         process died, or a drain gave up on them): they may have been paid, so they are
-        kept as failed attempts, with the prompt's estimated tokens and no output."""
+        kept as failed attempts. A call that carried ``max_tokens`` (every call under a
+        budget) is recorded at its worst case, what was held for it: the prompt at one
+        token per byte and every output token it asked for. Without a cap there is no
+        worst case: the prompt's estimated tokens, and no output."""
         self._settled.append((doc_id, step))
         noted = self.conn.execute(
-            "SELECT provider, host, model, input_tokens, at FROM reservations"
-            " WHERE doc_id = ? AND step = ? ORDER BY id",
+            "SELECT provider, host, model, input_tokens, most_input_tokens, max_tokens, at"
+            " FROM reservations WHERE doc_id = ? AND step = ? ORDER BY id",
             (doc_id, step),
         ).fetchall()
         self.conn.execute("DELETE FROM reservations WHERE doc_id = ? AND step = ?", (doc_id, step))
-        return [
-            CallRecord(row["provider"], row["model"], row["input_tokens"] or 0, 0,
-                       latency_ms=max(0.0, (epoch() - epoch_of(row["at"])) * 1000),
-                       error=LOST_IN_FLIGHT, error_class="LostInFlight", host=row["host"])
-            for row in noted[returned:]
-            if row["provider"] is not None  # older databases noted no call details
-        ]  # fmt: skip
+        # older databases noted no call details
+        return [_lost(row) for row in noted[returned:] if row["provider"] is not None]
 
     def complete_step(
         self, owner: Owner, work: Work, result: StepResult, *, claim_next: bool = True
@@ -898,6 +901,23 @@ LOST_IN_FLIGHT = (
     "lost in flight: the process stopped before the answer came back; the call may "
     "have been paid (input tokens estimated from the prompt, output unknown)"
 )
+LOST_AT_WORST = (
+    "lost in flight: the process stopped before the answer came back; the call may "
+    "have been paid, so it counts at its worst case, an upper bound (one input token "
+    "per prompt byte, and every output token it asked for with max_tokens)"
+)
+
+
+def _lost(row: sqlite3.Row) -> CallRecord:
+    """A call noted in ``reservations`` whose answer never came back, as a failed attempt."""
+    latency_ms = max(0.0, (epoch() - epoch_of(row["at"])) * 1000)
+    if row["max_tokens"] is not None and row["most_input_tokens"] is not None:
+        return CallRecord(row["provider"], row["model"], row["most_input_tokens"],
+                          row["max_tokens"], latency_ms=latency_ms, error=LOST_AT_WORST,
+                          error_class="LostInFlight", host=row["host"])  # fmt: skip
+    return CallRecord(row["provider"], row["model"], row["input_tokens"] or 0, 0,
+                      latency_ms=latency_ms, error=LOST_IN_FLIGHT, error_class="LostInFlight",
+                      host=row["host"])  # fmt: skip
 
 
 def _rates(price: Price | None) -> tuple[str | None, str | None, str | None, str | None]:
