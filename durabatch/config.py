@@ -31,6 +31,8 @@ RUN_SETTINGS = (
     "max_input_tokens", "price_provider", "prices", "max_cost", "max_output_tokens", "pdf_engine",
     "deliver_to", "on_failure", "compensate_url",
 )  # fmt: skip
+# settings added to RUN_SETTINGS after runs were already being stored
+KEPT_IF_MISSING = ("pdf_engine", "deliver_to", "on_failure", "compensate_url")
 # pypdf (pure Python) is the default; pdfium (pypdfium2, the optional extra) reads ~4x faster
 PDF_ENGINES = ("pypdf", "pdfium")
 PDFIUM_INSTALL = "pip install 'durabatch[pdfium]'"
@@ -95,10 +97,16 @@ class Settings:
         """A resumed run keeps its models, prices and budget; the operational settings
         may change."""
         kept = {k: stored[k] for k in RUN_SETTINGS if k in stored}
+        # a run made before these settings existed ran with their defaults: it keeps them,
+        # whatever durabatch.toml or the environment now say (its PDFs stay pypdf's)
+        kept = {k: getattr(_DEFAULTS, k) for k in KEPT_IF_MISSING} | kept
         for name in ("include", "exclude"):
             if name in kept:
                 kept[name] = tuple(kept[name])
         return replace(self, **kept)
+
+
+_DEFAULTS = Settings()
 
 
 def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,

@@ -372,6 +372,19 @@ def test_a_resumed_run_keeps_its_chunking(sample_docs: Path) -> None:
     assert (resumed.max_input_tokens, resumed.concurrency) == (None, 3), run_id
 
 
+def test_a_run_stored_before_a_setting_existed_keeps_its_default() -> None:
+    """A run made before the PDF engine or deliveries could be chosen read its PDFs with
+    pypdf and delivered nothing: whatever the environment says now, it still does."""
+    from durabatch.config import load
+
+    now = load({}, env={"DURABATCH_PDF_ENGINE": "pdfium", "DURABATCH_DELIVER_TO": "out",
+                        "DURABATCH_ON_FAILURE": "compensate"})  # fmt: skip
+    old = now.with_run({"provider": "local", "model": None})
+    assert (old.pdf_engine, old.deliver_to, old.on_failure) == ("pypdf", None, "keep")
+    newer = now.with_run({"provider": "local", "pdf_engine": "pdfium", "deliver_to": "out"})
+    assert (newer.pdf_engine, newer.deliver_to) == ("pdfium", "out")
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
