@@ -184,8 +184,8 @@ class Engine:
         self.settings = settings
         self.provider = provider
         self.observer = observer
-        self.parsers = ParserPool(pdf_engine=settings.pdf_engine)
         self.draining = draining or threading.Event()
+        self.parsers = ParserPool(pdf_engine=settings.pdf_engine, stopping=self.draining)
         self._results: queue.Queue[Message] = queue.Queue()
         self._tasks: queue.Queue[Work | None] = queue.Queue()
         self._inflight: dict[int, Work] = {}

@@ -34,6 +34,7 @@ PARENT_CHECK_SECONDS = 1.0
 STARTUP_SECONDS = 120.0
 READY = "ready"
 STOPPED = (-signal.SIGINT, -signal.SIGTERM)  # exit codes of a process killed by them
+SIGNAL_SECONDS = 1.0
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -68,8 +69,12 @@ class _Worker:
 class ParserPool:
     """Hands each extraction to an idle worker process, under a deadline."""
 
-    def __init__(self, size: int | None = None, *, pdf_engine: str = "pypdf") -> None:
+    def __init__(self, size: int | None = None, *, pdf_engine: str = "pypdf",
+                 stopping: threading.Event | None = None) -> None:  # fmt: skip
+        """``stopping``: set when the run drains (a signal): a worker that dies while
+        starting then died of that signal, not of a failure to start."""
         self.pdf_engine = pdf_engine
+        self._stopping = stopping
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -143,7 +148,7 @@ class ParserPool:
             self._discard(worker)
             if self._closed:
                 raise Cancelled("the run is shutting down")
-            if worker.process.exitcode in STOPPED:
+            if worker.process.exitcode in STOPPED or self._signalled():
                 # a worker ignores SIGINT and SIGTERM only once it runs: one still starting
                 # died of a signal sent to the whole process group (Ctrl-C, systemd), which
                 # drains the run too; the step runs again, it is not a failure to start
@@ -153,6 +158,12 @@ class ParserPool:
                 "then resume"
             )
         return worker
+
+    def _signalled(self) -> bool:
+        """Whether the run drains, given a moment: the signal that killed a starting
+        worker (SIGINT during its imports can end it with a plain exit code 1) reaches
+        the main thread's handler at about the same time."""
+        return self._stopping is not None and self._stopping.wait(SIGNAL_SECONDS)
 
     def _checkin(self, worker: _Worker) -> None:
         with self._lock:

@@ -53,6 +53,9 @@ def test_a_signal_to_the_group_while_a_parser_starts_drains_the_run(
             proc.kill()
     text = err.read_text()
     assert code == NOT_FINISHED, text
-    assert "Traceback" not in text and "could not start" not in text, text
+    assert "could not start" not in text, text
+    # the only traceback allowed is a starting worker's own KeyboardInterrupt, which the
+    # interpreter prints itself when SIGINT lands in its start-up, before our code runs
+    assert text.count("Traceback") <= text.count("KeyboardInterrupt"), text
     (run,) = query(db, "SELECT status FROM runs")
     assert run["status"] == "interrupted"
