@@ -462,8 +462,7 @@ class Engine:
             # past the retry budget: an outage pauses the run, unless the model answered
             # other documents meanwhile, or this step met that before: then it is this
             # document the server cannot take, and pausing would stop the others for good
-            failures = [f for f in self.store.failures(work.document.id)
-                        if f["step"] == work.step]  # fmt: skip
+            failures = self._failures(work)
             if self._answered > handed or any(f["error_class"] == ONE_DOCUMENT
                                                for f in failures):  # fmt: skip
                 self._fail_attempt(
@@ -483,10 +482,13 @@ class Engine:
             self.store.abandon(owner, [work], error.message, error.calls, refused=refused)
             self._stop_with(error)
             return
-        failed_before = sum(1 for f in self.store.failures(work.document.id)
-                            if f["step"] == work.step)  # fmt: skip
+        failed_before = len(self._failures(work))
         self._fail_attempt(owner, work, _failure(error, failed_before + 1,
                                                  self.settings.max_attempts))  # fmt: skip
+
+    def _failures(self, work: Work) -> list[dict[str, Any]]:
+        """The earlier failed attempts of this step of this document."""
+        return [f for f in self.store.failures(work.document.id) if f["step"] == work.step]
 
     def _fail_attempt(self, owner: Owner, work: Work, failure: StepFailure) -> None:
         self.store.fail_step(owner, work, failure)
