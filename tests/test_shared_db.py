@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query, slow_html
+
+from durabatch.store import open_store
 
 
 def spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -118,3 +122,23 @@ def test_a_refused_resume_leaves_the_live_runs_budget_alone(tmp_path: Path) -> N
     assert json.loads(run["settings"])["max_cost"] == 5
     changed = query(tmp_path / "shared.db", "SELECT 1 FROM events WHERE type = 'settings_changed'")
     assert changed == []
+
+
+def test_a_new_database_being_set_up_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    """Two runs started at once on a new file race to switch it to WAL, and SQLite answers
+    the loser "locked" at once, without waiting its busy timeout (CI met this 1 run in
+    about 100). Held here on purpose: another connection's write lock on the new file,
+    before WAL, let go after 0.3 s. The open waits for it instead of failing."""
+    path = tmp_path / "new.db"
+    path.touch()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # what the other process holds while it switches
+    letting_go = threading.Timer(0.3, lambda: other.execute("ROLLBACK"))
+    letting_go.start()
+    try:
+        store = open_store(str(path))
+    finally:
+        letting_go.join()
+        other.close()
+    assert [run.id for run in store.list_runs()] == []
+    store.close()

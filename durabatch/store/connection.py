@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
+import time
 import urllib.parse
 from pathlib import Path
 from typing import TypeGuard
@@ -29,12 +30,26 @@ def connect(path: Path) -> sqlite3.Connection:
             "schema); durabatch leaves it untouched: pick another --db"
         )
     # WAL: `status` and `export` read while a run writes, without blocking it
-    conn.execute("PRAGMA journal_mode=WAL")
+    _wal(conn)
     # FULL: a committed step survives power loss, not only a process crash
     conn.execute("PRAGMA synchronous=FULL")
     # documents, steps and calls must point at rows that exist
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new file at once can race to switch it,
+    and SQLite then answers "locked" at once, without its busy handler: wait here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
