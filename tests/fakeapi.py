@@ -228,6 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client died mid-request: a real API never sees it whole
+            self.close_connection = True
+            return
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:

@@ -12,7 +12,7 @@ the item (404 when it is not there). ``FakeHook(ids=False)`` answers POSTs with 
 id. Like Stripe-style idempotency middleware, any request carrying a key a POST
 carried is answered with that POST's reply (201) and does nothing else, and any request
 carrying a key a DELETE carried gets that DELETE's reply again. Each request
-is recorded (method, path, headers, JSON body) the moment it arrives, before any
+is recorded (method, path, headers, JSON body) the moment it has arrived whole, before any
 reply, so a test can kill the client mid-call.
 """
 
@@ -109,7 +109,11 @@ class FakeHook:
 
     def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length).decode("utf-8", "replace") if length else ""
+        body = handler.rfile.read(length) if length else b""
+        if len(body) < length:  # the client died mid-request: a server never sees it whole
+            handler.close_connection = True
+            return
+        raw = body.decode("utf-8", "replace")
         request = {"method": method, "path": handler.path, "raw": raw,
                    "key": handler.headers.get("Idempotency-Key"),
                    "json": json.loads(raw) if raw else None}  # fmt: skip
