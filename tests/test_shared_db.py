@@ -10,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query, slow_html
 
-from durabatch.store import open_store
+from durabatch.errors import StoreError
+from durabatch.store import connection, open_store
 
 
 def spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -142,3 +144,20 @@ def test_a_new_database_being_set_up_by_another_process_is_waited_for(tmp_path: 
         other.close()
     assert [run.id for run in store.list_runs()] == []
     store.close()
+
+
+def test_a_new_database_another_process_keeps_locked_is_named_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held past the busy timeout (shortened here to 0.3 s), the lock gets the message
+    that says another process holds it, not one that blames the disk."""
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 300)
+    path = tmp_path / "new.db"
+    path.touch()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="stayed locked by another process"):
+            open_store(str(path))
+    finally:
+        other.close()

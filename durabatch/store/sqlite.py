@@ -107,8 +107,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                     f"the disk holding {path} is read-only ({exc}); remount it read-write, "
                     "then `durabatch resume`"
                 ) from exc
-            if damaged(exc):
-                raise damaged_error(path, exc) from exc
+            if damaged(exc) or "locked" in str(exc):
+                raise write_error(path, exc) from exc
             raise StoreError(
                 f"cannot use database {path}: {exc}; check that it is a durabatch "
                 "database on a writable disk"
