@@ -34,7 +34,7 @@ PARENT_CHECK_SECONDS = 1.0
 STARTUP_SECONDS = 120.0
 READY = "ready"
 STOPPED = (-signal.SIGINT, -signal.SIGTERM)  # exit codes of a process killed by them
-SIGNAL_SECONDS = 1.0
+SIGNAL_SECONDS = 5.0  # a loaded machine can take a second to run the handler
 _spawn = multiprocessing.get_context("spawn")
 
 
