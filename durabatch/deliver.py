@@ -120,7 +120,8 @@ def owning(store: Store, run_id: str, settings: Settings, outcome: str,
     found: Run | None = None
     try:
         found = store.get_run(run_id)
-        yield owner, found
+        with store.kept_alive(run_id, owner, settings.lease_ttl):
+            yield owner, found
     finally:
         final = status or (
             RunStatus.CANCELLED if found is None or store.cancel_requested(run_id) else found.status

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -546,6 +547,39 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                 (epoch() + ttl, run_id, owner.session_id),
             )
             self._changed(cursor, "renewing the lease")
+
+    @contextlib.contextmanager
+    def kept_alive(self, run_id: str, owner: Owner, ttl: float) -> Iterator[None]:
+        """Renew the lease every third of ``ttl`` from a thread and a connection of its
+        own while the body runs: a re-delivery or a withdrawal goes one document at a
+        time, each a network call that may take longer than the lease, and a lapsed
+        lease tells `cancel` and `status` that nobody owns the run."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = connect(self.path)
+                while not stop.wait(ttl / 3):
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(
+                        "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?",
+                        (epoch() + ttl, run_id, owner.session_id),
+                    )
+                    conn.execute("COMMIT")
+            except sqlite3.Error:
+                pass  # the body's own writes meet the same trouble and report it
+            finally:
+                if conn is not None:
+                    conn.close()
+
+        keeper = threading.Thread(target=renew, name="durabatch-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
     def release(self, run_id: str, owner: Owner, status: RunStatus, outcome: str) -> None:
         """End the session: the run becomes ``status``; an interrupted run counts one more."""
