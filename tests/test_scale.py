@@ -11,6 +11,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from crashkit import (
     NOT_FINISHED,
     Event,
@@ -62,6 +63,8 @@ def _every_document_done_once(ws: Workspace, run_id: str, count: int) -> None:
     assert ws.verify(run_id).popen.returncode == 0
 
 
+# its own waits (the walk, then a resume of 2,000 notes given 110 s) near the 120 s default
+@pytest.mark.timeout(300)
 def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
     ws: Workspace,
 ) -> None:
@@ -86,6 +89,7 @@ def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
     _every_document_done_once(ws, run_id, MANY)
 
 
+@pytest.mark.timeout(300)  # the run alone is given 120 s, the default for a whole test
 def test_a_long_stretch_of_excluded_files_does_not_hold_back_the_found_ones(
     ws: Workspace,
 ) -> None:
