@@ -106,6 +106,7 @@ def _delete_after_discovery(proc: Proc, log: EventLog, victim: Path, shown: str)
     assert not has_step_event(log.refresh(), "step_started", shown, "extract")
 
 
+@pytest.mark.timeout(300)  # the run alone is given 110 s, near the 120 s default
 def test_every_hostile_input_ends_in_its_reason_or_its_text(ws: _Workspace) -> None:
     ws.prefix = _without_read_override()
     corpus = write_corpus(ws.root / "in", slow_html=make_slow_html(3, SLOW_TEXT))

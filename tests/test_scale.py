@@ -11,6 +11,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from crashkit import (
     NOT_FINISHED,
     Event,
@@ -62,6 +63,8 @@ def _every_document_done_once(ws: Workspace, run_id: str, count: int) -> None:
     assert ws.verify(run_id).popen.returncode == 0
 
 
+# its own waits (the walk, then a resume of 2,000 notes given 110 s) near the 120 s default
+@pytest.mark.timeout(300)
 def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
     ws: Workspace,
 ) -> None:
@@ -86,6 +89,7 @@ def test_steps_start_while_discovery_goes_on_and_a_killed_walk_resumes(
     _every_document_done_once(ws, run_id, MANY)
 
 
+@pytest.mark.timeout(300)  # the run alone is given 120 s, the default for a whole test
 def test_a_long_stretch_of_excluded_files_does_not_hold_back_the_found_ones(
     ws: Workspace,
 ) -> None:
@@ -173,26 +177,34 @@ def test_compact_refuses_while_a_live_process_owns_a_run_of_the_database(
     folder = ws.root / "in"
     folder.mkdir()
     (folder / "a_slow.html").write_text(slow_html(3, "Alice Morgan met the board."))
-    proc = ws.spawn("run", "in", "--concurrency", "1")
+    # a lease far longer than the test: it must not lapse while the run is frozen below;
+    # a short grace: the drain at the end need not wait out the page's parse
+    proc = ws.spawn("run", "in", "--concurrency", "1", "--grace", "1",
+                    env={"DURABATCH_LEASE_TTL": "600"})  # fmt: skip
+    # frozen at its first step, so "live" does not depend on how fast this machine parses
+    # the page while the two `compact` processes start: alive, with its lock and lease
     signal_when(proc, EventLog(ws.db),
                 lambda events: any(e.run_id != finished for e in of_type(events, "step_started")),
-                sig=0)  # fmt: skip
-    (run_id,) = set(ws.run_ids()) - {finished}
-    # another run's compaction would lock the database for longer than the live run waits
-    other = ws.cli("compact", finished)
-    assert other.popen.returncode == NOT_FINISHED, other.describe()
-    assert f"while run {run_id} of the same database is processed by pid {proc.pid}" in (
-        other.stderr
-    )
-    count = len(ws.events())
-    refused = ws.cli("compact", run_id)
-    assert refused.popen.returncode == NOT_FINISHED, refused.describe()
-    assert f"cannot compact run {run_id} while it is processed by pid {proc.pid}" in (
-        refused.stderr
-    )
-    assert "Traceback" not in refused.stderr
-    assert len(ws.events()) >= count and ws.events()[0].type == "run_created"
-    proc.popen.send_signal(signal.SIGTERM)
+                sig=signal.SIGSTOP)  # fmt: skip
+    try:
+        (run_id,) = set(ws.run_ids()) - {finished}
+        # another run's compaction would lock the database for longer than the live run waits
+        other = ws.cli("compact", finished)
+        assert other.popen.returncode == NOT_FINISHED, other.describe()
+        assert f"while run {run_id} of the same database is processed by pid {proc.pid}" in (
+            other.stderr
+        )
+        count = len(ws.events())
+        refused = ws.cli("compact", run_id)
+        assert refused.popen.returncode == NOT_FINISHED, refused.describe()
+        assert f"cannot compact run {run_id} while it is processed by pid {proc.pid}" in (
+            refused.stderr
+        )
+        assert "Traceback" not in refused.stderr
+        assert len(ws.events()) >= count and ws.events()[0].type == "run_created"
+        proc.popen.send_signal(signal.SIGTERM)  # pending: it drains once it runs again
+    finally:
+        proc.popen.send_signal(signal.SIGCONT)
     assert proc.wait() == NOT_FINISHED, proc.describe()
 
 

@@ -39,6 +39,49 @@ def folder(tmp_path: Path, name: str, count: int) -> str:
     return name
 
 
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (SIGSTOP lands on each thread in turn)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # a thread that has just ended
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "T":
+            return False
+    return True
+
+
+def holds_the_write_lock(db: Path) -> bool:
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        return True
+    finally:
+        conn.close()
+
+
+def freeze(proc: subprocess.Popen[str], db: Path, timeout: float = 60) -> None:
+    """SIGSTOP ``proc`` between two of its commits. Stopped inside one it would hold the
+    database's write lock, and every other writer would wait for it and fail "locked":
+    not what a live owner does (its commits take milliseconds), nor what is tested."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        while not stopped(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.001)
+        if not holds_the_write_lock(db):
+            return
+        proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "never stopped between two commits"
+        time.sleep(0.005)
+
+
 def test_two_runs_at_once_on_one_database_both_finish(tmp_path: Path) -> None:
     first = spawn(tmp_path, "run", folder(tmp_path, "a", 120), "--concurrency", "2")
     second = spawn(tmp_path, "run", folder(tmp_path, "b", 120), "--concurrency", "2")
@@ -76,6 +119,9 @@ def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: 
     try:
         assert first.stdout is not None
         run_id = first.stdout.readline().strip()  # the run exists and is locked
+        # alive and owning the run, but still at its start however long the second takes
+        # to start here (the first would otherwise finish its 150 notes in a second or two)
+        freeze(first, tmp_path / "shared.db")
         started = time.monotonic()
         second = spawn(tmp_path, "run", f"./{docs}/")  # the same folder, typed differently
         out, err = second.communicate(timeout=60)
@@ -84,6 +130,7 @@ def test_two_runs_over_the_same_folder_at_once_never_process_it_twice(tmp_path: 
         assert f"a run over the same files is in progress: run {run_id}" in err
         assert f"pid {first.pid}" in err and "Traceback" not in err and out == ""
     finally:
+        first.send_signal(signal.SIGCONT)
         first.communicate(timeout=120)
     assert first.returncode == 0
     listed = subprocess.run(

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from crashkit import NOT_FINISHED, EventLog, Proc, Workspace, note_text, of_type
+from crashkit import NOT_FINISHED, EventLog, Proc, Workspace, note_text, of_type, slow_html
 
 from durabatch import spot
 
@@ -136,6 +136,19 @@ def notes_folder(root: Path, count: int) -> str:
     return "in"
 
 
+def slow_last_document(root: Path, inputs: str) -> None:
+    """A last document that takes seconds to parse (~7 s here): a run cannot end before
+    the notice, however fast its notes go. The runs are given a short ``--grace``, so the
+    drain abandons that parse instead of waiting it out (resume does it again), and a
+    generous ``--extract-timeout``, as a loaded machine parses slowly: ``SLOW_ARGS``, which
+    each resume is given again (they are not kept with the run)."""
+    slow = slow_html(4, note_text(999))
+    (root / inputs / "zz_slow.html").write_text(slow, encoding="utf-8")
+
+
+SLOW_ARGS = ("--grace", "1", "--extract-timeout", "600")
+
+
 def wait_until(proc: Proc, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -162,10 +175,12 @@ NOTICE_WORDS = {
 def test_a_notice_drains_the_run_and_resume_finishes_it(
     ws: Workspace, server: MetadataServer, kind: str
 ) -> None:
-    total = 300
-    inputs = notes_folder(ws.root, total)
+    notes = 300
+    inputs = notes_folder(ws.root, notes)
+    slow_last_document(ws.root, inputs)  # still busy at the notice, on any machine
+    total = notes + 1
     log = EventLog(ws.db)
-    proc = ws.spawn("run", inputs, "--concurrency", "1", "--spot-interval", "0.2",
+    proc = ws.spawn("run", inputs, "--concurrency", "1", "--spot-interval", "0.2", *SLOW_ARGS,
                     *watch_args(kind, server))  # fmt: skip
     path = POLLED[kind]
 
@@ -207,7 +222,7 @@ def test_a_notice_drains_the_run_and_resume_finishes_it(
     if kind == "gcp":
         assert all(s.headers.get("metadata-flavor") == "Google" for s in server.requests(path))
 
-    resumed = ws.cli("resume", run_id)
+    resumed = ws.cli("resume", run_id, *SLOW_ARGS)  # not kept with the run: given again
     assert resumed.popen.returncode == 0, resumed.describe()
     verify = ws.verify(run_id)
     assert verify.popen.returncode == 0, verify.describe()
@@ -220,16 +235,18 @@ def test_a_notice_already_up_stops_a_resume_without_harm(
 ) -> None:
     """A cron `resume` during the notice window ends interrupted; a later one finishes."""
     inputs = notes_folder(ws.root, 60)
+    slow_last_document(ws.root, inputs)  # neither run nor resume ends before the first poll
     server.notice = True
-    proc = ws.cli("run", inputs, *watch_args("aws", server), "--spot-interval", "0.2")
+    proc = ws.cli("run", inputs, *watch_args("aws", server), "--spot-interval", "0.2",
+                  *SLOW_ARGS)  # fmt: skip
     assert proc.popen.returncode == NOT_FINISHED, proc.describe()
     [run_id] = ws.run_ids()
     assert ws.status(run_id)["status"] == "interrupted"
-    again = ws.cli("resume", *watch_args("aws", server))
+    again = ws.cli("resume", *watch_args("aws", server), *SLOW_ARGS)
     assert again.popen.returncode == NOT_FINISHED, again.describe()
     assert "spot notice: terminate" in again.stderr
     server.notice = False  # a new machine: no notice
-    last = ws.cli("resume", *watch_args("aws", server))
+    last = ws.cli("resume", *watch_args("aws", server), *SLOW_ARGS)
     assert last.popen.returncode == 0, last.describe()
     assert ws.verify(run_id).popen.returncode == 0
     assert ws.status(run_id)["status"] == "done"
