@@ -308,20 +308,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     api: FakeAPI
 
-    def _handle_request_noblock(self) -> None:
-        # counted from before accept() until it is tracked: idle() always sees a
-        # connection, in the listen queue, being accepted, or tracked until it is done
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # counted from before accept() until tracked: idle() always sees a connection,
+        # in the listen queue, being accepted, or tracked until its handler is done
         with self.api._lock:
             self.api.accepting += 1
         try:
-            super()._handle_request_noblock()
+            conn, address = super().get_request()
+            self.api.track(conn, add=True)
         finally:
             with self.api._lock:
                 self.api.accepting -= 1
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, address = super().get_request()
-        self.api.track(conn, add=True)
         return conn, address
 
     def shutdown_request(self, request: Any) -> None:  # the handler is done with it
