@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -249,7 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
         with api._lock:
             api.answering += 1
         try:
-            self._send(api.reply_for(request))
+            reply = api.reply_for(request)
+            if api.before_reply is not None:  # e.g. stop the client so it cannot read the reply
+                api.before_reply(request)
+            self._send(reply)
         finally:
             with api._lock:
                 api.answering -= 1
@@ -257,8 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
             api.after_reply(request)
 
     def _send(self, reply: Reply) -> None:
-        if reply.delay:
-            time.sleep(reply.delay)
+        closing = self.server.api.closing
+        if reply.delay and closing.wait(reply.delay):  # the fake is closing: send nothing
+            self.close_connection = True
+            return
         if reply.close_without_reply:
             self.close_connection = True
             return
@@ -278,7 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.trickle:
             self.wfile.flush()  # the headers go out at once
             for i in range(len(body)):
-                time.sleep(reply.trickle)
+                if closing.wait(reply.trickle):
+                    self.close_connection = True
+                    return
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
             return
@@ -300,12 +308,22 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     api: FakeAPI
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        self.api.track(request, add=True)
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # counted from before accept() until tracked: idle() always sees a connection,
+        # in the listen queue, being accepted, or tracked until its handler is done
+        with self.api._lock:
+            self.api.accepting += 1
         try:
-            super().process_request_thread(request, client_address)
+            conn, address = super().get_request()
+            self.api.track(conn, add=True)
         finally:
-            self.api.track(request, add=False)
+            with self.api._lock:
+                self.api.accepting -= 1
+        return conn, address
+
+    def shutdown_request(self, request: Any) -> None:  # the handler is done with it
+        super().shutdown_request(request)
+        self.api.track(request, add=False)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up is not a test failure
@@ -318,9 +336,13 @@ class FakeAPI:
         self.latency = latency
         self.requests: list[Request] = []
         self.default: Callable[[Request], Reply] = lambda r: echo(r, self.latency)
-        # called once a reply has been sent in full (flushed to the socket)
         self.answering = 0  # requests received whose reply is not yet sent in full
+        # called once the reply is chosen (the request is logged), before any of it is sent
+        self.before_reply: Callable[[Request], None] | None = None
+        # called once a reply has been sent in full (flushed to the socket)
         self.after_reply: Callable[[Request], None] | None = None
+        self.accepting = 0  # connections being taken from the listen queue, not yet tracked
+        self.closing = threading.Event()  # set by close: delayed and trickled replies give up
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
         self._matchers: list[tuple[Predicate, deque[Reply] | Reply]] = []
@@ -393,7 +415,27 @@ class FakeAPI:
         with self._lock:
             (self._open.add if add else self._open.discard)(conn)
 
+    def idle(self) -> bool:
+        """No connection open, none being accepted and none waiting to be: every request
+        a client sent is logged and its handler done. Only meaningful once the clients
+        are gone (a live client may connect again at any moment)."""
+        with self._lock:
+            if self._open or self.accepting:
+                return False
+            waiting, _, _ = select.select([self._server.socket], [], [], 0)
+            return not waiting
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Wait until ``idle``: after a client is killed, what it sent before it died is
+        read and logged (or dropped as incomplete) by the time this returns. ``timeout``
+        is only ever reached when a handler is stuck."""
+        deadline = time.monotonic() + timeout
+        while not self.idle():
+            assert time.monotonic() < deadline, f"the fake API still busy after {timeout}s"
+            time.sleep(0.01)
+
     def close(self) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:

@@ -7,6 +7,7 @@ longer with DURABATCH_CRASH_KILLS=200 (default 20) and DURABATCH_CRASH_DOCS=1000
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ SEED = int(os.environ.get("DURABATCH_CRASH_SEED", "20261126"))
 KILLS = int(os.environ.get("DURABATCH_CRASH_KILLS", "20"))
 DOCS = int(os.environ.get("DURABATCH_CRASH_DOCS", "150"))
 CONCURRENCY = 4
+PROGRESS_CAP = 15  # steps committed between two kills at most; a run has 3 a document
 MODEL = ["--provider", "openai", "--model", "gpt-5.4-mini", "--price-provider", "gmi"]
 
 
@@ -58,26 +60,28 @@ def served(api: FakeAPI) -> int:
 
 
 def kill_at_random(ws: Workspace, proc: Proc, log: EventLog, rng: random.Random) -> bool:
-    """SIGKILL after a random wait or a random amount of progress; False if it ended first."""
+    """SIGKILL after a random wait or a random amount of progress; False if it ended first.
+
+    A wait ends early once PROGRESS_CAP more steps are committed: a fast machine commits
+    dozens in 1.5 s, and 20 kills must not finish the run's 450 steps whatever its speed."""
+    before = len(of_type(log.refresh(), "step_completed"))
     if rng.random() < 0.5:
         deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-        while time.monotonic() < deadline and proc.popen.poll() is None:
-            time.sleep(0.01)
+        wanted = before + PROGRESS_CAP
+    else:
+        deadline = float("inf")
+        wanted = before + rng.randint(1, PROGRESS_CAP)
+
+    def now(events: list[Any]) -> bool:
+        return time.monotonic() >= deadline or len(of_type(events, "step_completed")) >= wanted
+
+    try:
+        signal_when(proc, log, now, signal.SIGKILL, timeout=60)
+    except AssertionError:
         if proc.popen.poll() is not None:
             return False
-        proc.popen.send_signal(signal.SIGKILL)
-    else:
-        before = len(of_type(log.refresh(), "step_completed"))
-        wanted = before + rng.randint(1, 15)
-        try:
-            signal_when(proc, log, lambda e: len(of_type(e, "step_completed")) >= wanted,
-                        signal.SIGKILL, timeout=60)  # fmt: skip
-        except AssertionError:
-            if proc.popen.poll() is not None:
-                return False
-            raise
-    proc.wait(30)
-    return True
+        raise
+    return proc.wait(30) == -signal.SIGKILL  # not if it ended just before the kill
 
 
 @pytest.mark.crash
@@ -131,6 +135,22 @@ def test_many_random_kills_change_nothing_but_a_bounded_number_of_calls(tmp_path
     assert len(completions) == len(set(completions))  # no step finished twice
 
 
+def stop(pid: int, timeout: float = 30) -> bool:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: kill() returns before
+    they do, and a thread still running could read an answer sent meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that just ended
+                states.append(stat.read_text().rpartition(")")[2].split()[0])
+        if states and all(state == "T" for state in states):
+            return True
+        time.sleep(0.001)
+    return False
+
+
 def _target(request: Request) -> bool:
     body = request.get("json") or {}
     return "DOC-0003" in user_text(request) and "response_format" not in body
@@ -145,14 +165,21 @@ def test_killed_after_the_answer_arrived_but_before_its_commit_repeats_one_call(
         with FakeAPI() as api:
             args = ["in", *MODEL, "--base-url", api.base_url, "--concurrency", "1"]
             proc = ws.spawn("run", *args)
+            stopped: list[bool] = []
 
-            def kill_client(request: Request) -> None:
+            def stop_client(request: Request) -> None:  # before the answer goes out
+                if _target(request) and api.before_reply is not None:
+                    api.before_reply = None
+                    stopped.append(stop(proc.pid))  # so it can neither read nor commit it
+
+            def kill_client(request: Request) -> None:  # the answer is sent in full
                 if _target(request) and api.after_reply is not None:
                     api.after_reply = None
-                    os.kill(proc.pid, signal.SIGKILL)  # the answer is on the wire, unread
+                    os.kill(proc.pid, signal.SIGKILL)  # the answer is in its socket, unread
 
-            api.after_reply = kill_client
+            api.before_reply, api.after_reply = stop_client, kill_client
             assert proc.wait(60) == -signal.SIGKILL, proc.describe()
+            assert stopped == [True], "the client was still running when the answer went out"
             [run_id] = ws.run_ids()
             assert ws.cli("resume", run_id).popen.returncode == 1
             asked = [r for r in api.completions() if _target(r)]

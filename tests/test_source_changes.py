@@ -78,6 +78,7 @@ def test_an_unchanged_file_still_reuses_earlier_answers_after_a_resume(tmp_path:
             [first] = ws.run_ids()
             signal_when(proc, log, texts_read, signal.SIGKILL)
             proc.wait(30)
+            api.wait_idle()  # what the dead process sent is logged now, not during the resume
             second = ws.run_ids()[1]
             paid = len(api.completions())
             resumed = ws.cli("resume", second)
