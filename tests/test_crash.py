@@ -9,6 +9,7 @@ run exits 1.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -422,7 +423,9 @@ def test_second_resume_refuses_while_the_first_owns_the_run(
 
 # -- 4. every bad input kind ----------------------------------------------------------------
 
-MAX_BYTES = 5_000_000
+MAX_BYTES = 50_000_000  # room for the pathological page
+EXTRACT_TIMEOUT = 3  # seconds: the small PDFs take milliseconds, however loaded the machine
+SLOW_MB = 40  # far longer than EXTRACT_TIMEOUT to parse, even on a fast machine (~0.3 s/MB)
 
 
 def _bad_inputs(folder: Path, slow_mb: float) -> None:
@@ -456,9 +459,9 @@ BAD_INPUT_OUTCOMES = {
 
 
 def test_every_bad_input_kind_ends_with_its_reason(ws: Workspace) -> None:
-    _bad_inputs(ws.root / "in", slow_mb=4)  # seconds of parsing, stopped after one
+    _bad_inputs(ws.root / "in", slow_mb=SLOW_MB)  # many seconds of parsing, stopped early
     proc = ws.cli(
-        "run", "in", "--concurrency", "1", "--extract-timeout", "1",
+        "run", "in", "--concurrency", "1", "--extract-timeout", str(EXTRACT_TIMEOUT),
         env={"DURABATCH_MAX_BYTES": str(MAX_BYTES)},
     )  # fmt: skip
     assert proc.popen.returncode == FAILED, proc.describe()
@@ -471,19 +474,44 @@ def test_every_bad_input_kind_ends_with_its_reason(ws: Workspace) -> None:
             assert row["summary"] and row["entities"] and row["sha256"], row
         else:
             assert row["error"] and row["summary"] is None, row
-    assert "1s" in export["in/zz_pathological.html"]["error"]
+    assert f"longer than {EXTRACT_TIMEOUT}s" in export["in/zz_pathological.html"]["error"]
     verify = ws.verify(run_id)
     assert verify.popen.returncode == 0, verify.describe()
 
 
+SLOW_START = 4.0  # seconds each parser process sleeps before its imports
+
+
+def _slow_starting_parsers(folder: Path) -> dict[str, str]:
+    """The environment for a run whose parser processes take SLOW_START seconds longer to
+    start (as on a loaded machine or a cold disk): a ``sitecustomize`` that sleeps in
+    multiprocessing's spawned children, and only there."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        f"if '--multiprocessing-fork' in sys.argv:\n    time.sleep({SLOW_START})\n",
+        encoding="utf-8",
+    )
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
 def test_short_extract_timeout_stops_only_the_slow_document(ws: Workspace) -> None:
-    """Regression: the deadline once counted the parser process's start-up (~0.4 s)."""
+    """Regression: the deadline once counted the parser process's start-up (~0.4 s).
+
+    Here every parser process starts slower than the deadline, and the first good
+    document is the first its process parses (with several cores, the next ones too):
+    counted, start-up alone would time it out. The deadline still leaves the good
+    documents seconds for their milliseconds of parsing."""
+    timeout = SLOW_START / 2
     folder = ws.root / "in"
     folder.mkdir()
     for i in range(1, 4):
         (folder / f"good_{i}.txt").write_text(note_text(i), encoding="utf-8")
-    (folder / "zz_slow.html").write_text(slow_html(3, "Slow."), encoding="utf-8")
-    proc = ws.cli("run", "in", "--extract-timeout", "0.2")
+    # far longer than the deadline to parse, even on a fast machine (~0.3 s/MB)
+    (folder / "zz_slow.html").write_text(slow_html(30, "Slow."), encoding="utf-8")
+    env = _slow_starting_parsers(ws.root / "slow_start")
+    proc = ws.cli("run", "in", "--extract-timeout", str(timeout), env=env)
     [run_id] = ws.run_ids()
     export = ws.export(run_id)
     assert export["in/zz_slow.html"]["reason"] == "timeout"
