@@ -206,7 +206,8 @@ def test_parser_workers_do_not_outlive_a_killed_run(ws: Workspace) -> None:
 def test_a_parse_longer_than_the_grace_does_not_delay_the_drain(ws: Workspace) -> None:
     folder = ws.root / "in"
     folder.mkdir()
-    (folder / "huge.html").write_text(slow_html(12, "Huge page."), encoding="utf-8")
+    # waited out, its parse would pass the bound below even on a fast machine (~0.3 s/MB)
+    (folder / "huge.html").write_text(slow_html(60, "Huge page."), encoding="utf-8")
     log = EventLog(ws.db)
     proc = ws.spawn("run", "in", "--grace", "1", "--extract-timeout", "600")
     signal_when(proc, log, _started("in/huge.html", "extract"), signal.SIGTERM)
@@ -385,7 +386,9 @@ def test_second_resume_refuses_while_the_first_owns_the_run(
     killed_at = sigkill_when(proc, log, lambda ev: len(of_type(ev, "step_completed")) >= 3)[-1]
     [run_id] = ws.run_ids()
 
-    first = ws.spawn("resume", "--concurrency", "1")
+    # a lease far longer than this test: taking over before it expires proves the third
+    # resume did not wait for it, however slowly the steps below go on a loaded machine
+    first = ws.spawn("resume", "--concurrency", "1", env={"DURABATCH_LEASE_TTL": "900"})
 
     def first_owns_it_and_is_busy(events: list[Event]) -> bool:
         mine = session_of(events, first.pid)
