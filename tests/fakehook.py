@@ -3,6 +3,7 @@
     with FakeHook() as hook:
         hook.script("POST", status(500), status(500))     # the next two POSTs fail
         hook.hold("notes_01")                            # POSTs of that document get no reply
+        hook.release()                                   # ... until now: they are answered
         ...  # deliver to hook.url; read hook.requests and hook.stored afterwards
 
 By default it behaves like an idempotent receiver: a POST with a new
@@ -57,6 +58,7 @@ class FakeHook:
     _scripts: dict[str, deque[Reply]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closing: threading.Event = field(default_factory=threading.Event)
+    _let_go: threading.Event = field(default_factory=threading.Event)  # set by release()
 
     def __enter__(self) -> FakeHook:
         hook = self
@@ -80,6 +82,7 @@ class FakeHook:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip
         self._closing.set()
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -93,11 +96,18 @@ class FakeHook:
 
     def hold(self, text: str) -> None:
         """Requests whose body or path holds ``text`` are recorded (and acted on), then
-        get no reply until the receiver closes (the client times out or is killed)."""
-        self.held.append(text)
+        get no reply until ``release`` or the receiver closes (unless the client times out
+        or is killed first)."""
+        with self._lock:
+            if self._let_go.is_set():  # released before: a new hold waits for a new release
+                self._let_go = threading.Event()
+            self.held.append(text)
 
     def release(self) -> None:
-        self.held.clear()
+        """Answer the requests held so far, at once; later ones are not held."""
+        with self._lock:
+            self.held.clear()
+            self._let_go.set()
 
     def posts(self, text: str = "") -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST" and text in r["raw"]]
@@ -134,9 +144,12 @@ class FakeHook:
                 self.undo_keys[key] = reply
         with self._lock:
             self.answers.append(reply.status)
-        held = any(text in raw + handler.path for text in self.held)
-        if held or reply.delay:
-            self._closing.wait(None if held else reply.delay)
+            held = any(text in raw + handler.path for text in self.held)
+            let_go = self._let_go  # the release (or close) that ends this hold
+        if held:
+            let_go.wait()
+        elif reply.delay:
+            self._closing.wait(reply.delay)
         with contextlib.suppress(OSError):  # the client is gone (killed, or gave up)
             self._send(handler, reply)
 

@@ -9,6 +9,7 @@ run exits 1.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -150,6 +151,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
         proc = ws.spawn("run", inputs, "--concurrency", "1")
         _assert_kill_landed(point, sigkill_when(proc, EventLog(ws.db), KILL_WHEN[point]))
     killed = ws.run_ids()
+    # an early kill lands wherever the process got to: before the database, after it but
+    # before the run, after the run but before its session started (nothing was in flight
+    # to lose), or inside the session; the dead process's events say which
+    lost = of_type(ws.events(), "session_started") != []
+    assert lost or point in ("before_start", "db_created")
 
     resume = ws.cli("resume")
     if killed:
@@ -167,9 +173,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
 
     [run_id] = ws.run_ids()
     status = assert_finished_like_baseline(ws, run_id, baseline)
-    if killed:
-        assert status["interruptions"] >= 1
+    if lost:
+        assert status["interruptions"] == 1
         assert [s["outcome"] for s in status["sessions"]] == ["lost", "finished"]
+    else:  # no session lost: the one that finished the run is its only session
+        assert status["interruptions"] == 0
+        assert [s["outcome"] for s in status["sessions"]] == ["finished"]
     if point == "mid_extract":
         events = ws.events()
         slow = doc_ids(events)[SLOW]
@@ -197,7 +206,8 @@ def test_parser_workers_do_not_outlive_a_killed_run(ws: Workspace) -> None:
 def test_a_parse_longer_than_the_grace_does_not_delay_the_drain(ws: Workspace) -> None:
     folder = ws.root / "in"
     folder.mkdir()
-    (folder / "huge.html").write_text(slow_html(12, "Huge page."), encoding="utf-8")
+    # waited out, its parse would pass the bound below even on a fast machine (~0.3 s/MB)
+    (folder / "huge.html").write_text(slow_html(60, "Huge page."), encoding="utf-8")
     log = EventLog(ws.db)
     proc = ws.spawn("run", "in", "--grace", "1", "--extract-timeout", "600")
     signal_when(proc, log, _started("in/huge.html", "extract"), signal.SIGTERM)
@@ -376,7 +386,9 @@ def test_second_resume_refuses_while_the_first_owns_the_run(
     killed_at = sigkill_when(proc, log, lambda ev: len(of_type(ev, "step_completed")) >= 3)[-1]
     [run_id] = ws.run_ids()
 
-    first = ws.spawn("resume", "--concurrency", "1")
+    # a lease far longer than this test: taking over before it expires proves the third
+    # resume did not wait for it, however slowly the steps below go on a loaded machine
+    first = ws.spawn("resume", "--concurrency", "1", env={"DURABATCH_LEASE_TTL": "900"})
 
     def first_owns_it_and_is_busy(events: list[Event]) -> bool:
         mine = session_of(events, first.pid)
@@ -414,7 +426,9 @@ def test_second_resume_refuses_while_the_first_owns_the_run(
 
 # -- 4. every bad input kind ----------------------------------------------------------------
 
-MAX_BYTES = 5_000_000
+MAX_BYTES = 50_000_000  # room for the pathological page
+EXTRACT_TIMEOUT = 3  # seconds: the small PDFs take milliseconds, however loaded the machine
+SLOW_MB = 40  # far longer than EXTRACT_TIMEOUT to parse, even on a fast machine (~0.3 s/MB)
 
 
 def _bad_inputs(folder: Path, slow_mb: float) -> None:
@@ -448,9 +462,9 @@ BAD_INPUT_OUTCOMES = {
 
 
 def test_every_bad_input_kind_ends_with_its_reason(ws: Workspace) -> None:
-    _bad_inputs(ws.root / "in", slow_mb=4)  # seconds of parsing, stopped after one
+    _bad_inputs(ws.root / "in", slow_mb=SLOW_MB)  # many seconds of parsing, stopped early
     proc = ws.cli(
-        "run", "in", "--concurrency", "1", "--extract-timeout", "1",
+        "run", "in", "--concurrency", "1", "--extract-timeout", str(EXTRACT_TIMEOUT),
         env={"DURABATCH_MAX_BYTES": str(MAX_BYTES)},
     )  # fmt: skip
     assert proc.popen.returncode == FAILED, proc.describe()
@@ -463,19 +477,44 @@ def test_every_bad_input_kind_ends_with_its_reason(ws: Workspace) -> None:
             assert row["summary"] and row["entities"] and row["sha256"], row
         else:
             assert row["error"] and row["summary"] is None, row
-    assert "1s" in export["in/zz_pathological.html"]["error"]
+    assert f"longer than {EXTRACT_TIMEOUT}s" in export["in/zz_pathological.html"]["error"]
     verify = ws.verify(run_id)
     assert verify.popen.returncode == 0, verify.describe()
 
 
+SLOW_START = 4.0  # seconds each parser process sleeps before its imports
+
+
+def _slow_starting_parsers(folder: Path) -> dict[str, str]:
+    """The environment for a run whose parser processes take SLOW_START seconds longer to
+    start (as on a loaded machine or a cold disk): a ``sitecustomize`` that sleeps in
+    multiprocessing's spawned children, and only there."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        f"if '--multiprocessing-fork' in sys.argv:\n    time.sleep({SLOW_START})\n",
+        encoding="utf-8",
+    )
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
 def test_short_extract_timeout_stops_only_the_slow_document(ws: Workspace) -> None:
-    """Regression: the deadline once counted the parser process's start-up (~0.4 s)."""
+    """Regression: the deadline once counted the parser process's start-up (~0.4 s).
+
+    Here every parser process starts slower than the deadline, and the first good
+    document is the first its process parses (with several cores, the next ones too):
+    counted, start-up alone would time it out. The deadline still leaves the good
+    documents seconds for their milliseconds of parsing."""
+    timeout = SLOW_START / 2
     folder = ws.root / "in"
     folder.mkdir()
     for i in range(1, 4):
         (folder / f"good_{i}.txt").write_text(note_text(i), encoding="utf-8")
-    (folder / "zz_slow.html").write_text(slow_html(3, "Slow."), encoding="utf-8")
-    proc = ws.cli("run", "in", "--extract-timeout", "0.2")
+    # far longer than the deadline to parse, even on a fast machine (~0.3 s/MB)
+    (folder / "zz_slow.html").write_text(slow_html(30, "Slow."), encoding="utf-8")
+    env = _slow_starting_parsers(ws.root / "slow_start")
+    proc = ws.cli("run", "in", "--extract-timeout", str(timeout), env=env)
     [run_id] = ws.run_ids()
     export = ws.export(run_id)
     assert export["in/zz_slow.html"]["reason"] == "timeout"

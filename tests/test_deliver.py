@@ -243,8 +243,11 @@ def test_a_4xx_fails_that_documents_delivery_with_the_receivers_message(
 
 
 def test_a_slow_receiver_is_retried_after_the_read_timeout(ws: Workspace, hook: FakeHook) -> None:
-    hook.script("POST", stored_late(3.0))  # taken at once, answered after the timeout
-    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--read-timeout", "0.5",
+    # the read timeout applies to every POST: wide enough that no prompt answer from a busy
+    # receiver misses it, and the slow answer comes far past it (the receiver's teardown
+    # ends that wait)
+    hook.script("POST", stored_late(60.0))  # taken at once, answered after the timeout
+    proc = ws.cli("run", "in", "--deliver-to", hook.url, "--read-timeout", "3",
                   "--concurrency", "1")  # fmt: skip
     assert proc.popen.returncode == FAILED, proc.describe()
     assert len(hook.stored) == DONE
