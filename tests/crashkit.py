@@ -387,4 +387,20 @@ def alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    return _state(stat) != "Z"  # a zombie has exited
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped: SIGSTOP lands on each thread in turn, after
+    kill() has returned, and a thread still running could read or commit meanwhile."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            states.append(_state(stat.read_text()))
+    return bool(states) and all(state == "T" for state in states)
+
+
+def _state(stat: str) -> str:
+    """The state letter of a /proc stat line (the command name in parentheses may hold
+    spaces: split after the last ')')."""
+    return stat.rsplit(")", 1)[1].split()[0]

@@ -7,7 +7,6 @@ longer with DURABATCH_CRASH_KILLS=200 (default 20) and DURABATCH_CRASH_DOCS=1000
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -18,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crashkit import EventLog, Proc, Workspace, comparable, of_type, query, signal_when
+from crashkit import (
+    EventLog,
+    Proc,
+    Workspace,
+    all_threads_stopped,
+    comparable,
+    of_type,
+    query,
+    signal_when,
+)
 from fakeapi import FakeAPI, Request, user_text
 from fixtures_docs import docx_file, text_pdf
 
@@ -141,11 +149,7 @@ def stop(pid: int, timeout: float = 30) -> bool:
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = []
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            with contextlib.suppress(OSError):  # a thread that just ended
-                states.append(stat.read_text().rpartition(")")[2].split()[0])
-        if states and all(state == "T" for state in states):
+        if all_threads_stopped(pid):
             return True
         time.sleep(0.001)
     return False

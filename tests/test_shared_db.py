@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query, slow_html
+from crashkit import (
+    NOT_FINISHED,
+    all_threads_stopped,
+    clean_env,
+    durabatch_bin,
+    note_text,
+    query,
+    slow_html,
+)
 
 from durabatch.errors import StoreError
 from durabatch.store import connection, open_store
@@ -39,18 +47,6 @@ def folder(tmp_path: Path, name: str, count: int) -> str:
     return name
 
 
-def stopped(pid: int) -> bool:
-    """Every thread of ``pid`` is stopped (SIGSTOP lands on each thread in turn)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except FileNotFoundError:  # a thread that has just ended
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] != "T":
-            return False
-    return True
-
-
 def holds_the_write_lock(db: Path) -> bool:
     conn = sqlite3.connect(db, timeout=0, isolation_level=None)
     try:
@@ -72,7 +68,7 @@ def freeze(proc: subprocess.Popen[str], db: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         proc.send_signal(signal.SIGSTOP)
-        while not stopped(proc.pid):
+        while not all_threads_stopped(proc.pid):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.001)
         if not holds_the_write_lock(db):

@@ -71,6 +71,8 @@ from durabatch.store.records import (
 )
 from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
+RENEW_LEASE = "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?"
+
 
 class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
     def __init__(self, path: Path, *, create: bool = True) -> None:
@@ -542,10 +544,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
 
     def heartbeat(self, run_id: str, owner: Owner, ttl: float) -> None:
         with self._tx():
-            cursor = self.conn.execute(
-                "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?",
-                (epoch() + ttl, run_id, owner.session_id),
-            )
+            cursor = self.conn.execute(RENEW_LEASE, (epoch() + ttl, run_id, owner.session_id))
             self._changed(cursor, "renewing the lease")
 
     @contextlib.contextmanager
@@ -562,10 +561,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                 conn = connect(self.path)
                 while not stop.wait(ttl / 3):
                     conn.execute("BEGIN IMMEDIATE")
-                    conn.execute(
-                        "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?",
-                        (epoch() + ttl, run_id, owner.session_id),
-                    )
+                    conn.execute(RENEW_LEASE, (epoch() + ttl, run_id, owner.session_id))
                     conn.execute("COMMIT")
             except sqlite3.Error:
                 pass  # the body's own writes meet the same trouble and report it
