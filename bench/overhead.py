@@ -435,7 +435,27 @@ def main() -> None:
         best = [b / p for b, p in zip(pipe_s[level], plain_s, strict=True)]
         print(f"  two-process bound     {spread(pipe_s[level])} s, {spread(best).strip()} x the "
               "plain loop (steps here, the store in a process of its own)")  # fmt: skip
+    others = [level for level in levels if level > 1]
+    if 1 in levels and others:
+        record_cost(levels, alone_s, plain_s, steps, others[-1])
     sys.exit(0 if met else 1)
+
+
+def record_cost(levels: list[int], alone_s: dict[int, list[float]], plain_s: list[float],
+                steps: int, k: int) -> None:  # fmt: skip
+    """The store alone costs c(g) = a/g + b a step at g documents a commit: ``a`` is paid
+    once a commit (BEGIN, COMMIT, the fsync), ``b`` once a step (its statements). From the
+    medians at g = 1 and g = k (a difference of two noisy figures: read it as a rough size);
+    and what ``b`` means next to a plain step."""
+    c1, ck = median(alone_s[1]) / steps, median(alone_s[k]) / steps
+    fixed = (c1 - ck) * k / (k - 1)
+    each = c1 - fixed
+    share = each / (median(plain_s) / steps)
+    print(f"the store's record (from the medians of the store alone at 1 and {k} documents a "
+          f"commit): {fixed * 1e6:.0f} us a commit, plus {each * 1e6:.0f} us a step")  # fmt: skip
+    print(f"  a step's own part is {share:.2f} x a plain step: written on the steps' core, even "
+          f"with every step of a run in one commit, the run would be 1 + that x the plain loop "
+          f"(target {TARGET_RATIO})")  # fmt: skip
 
 
 if __name__ == "__main__":
