@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from durabatch import config, discovery, money, names, reports
+from durabatch import amend, config, discovery, money, names, reports
 from durabatch.errors import DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
@@ -276,6 +277,11 @@ def resume(
     extract_timeout: ExtractTimeout = None,
     read_timeout: ReadTimeout = None,
     max_cost: MaxCost = None,
+    model: ModelOpt = None,
+    summarize_model: SummarizeModel = None,
+    entities_model: EntitiesModel = None,
+    base_url: BaseUrl = None,
+    prices: PricesFile = None,
     no_cache: NoCache = False,
     watch_spot: WatchSpot = None,
     spot_base_url: SpotBaseUrl = None,
@@ -283,14 +289,23 @@ def resume(
 ) -> None:
     """Continue a run where it stopped; without an id, the latest unfinished one (for cron).
 
-    Example: durabatch resume
+    A run keeps its models and prices. After a halt for an unknown model or endpoint,
+    --model (or --summarize-model, --entities-model) and --base-url apply while no step
+    they answer is done; a price for a model the run has none for is taken from
+    durabatch.toml [prices] or --prices FILE.
+
+    Example: durabatch resume --model gpt-5.4-mini
     """
+    endpoint = {"model": model, "summarize_model": summarize_model,
+                "entities_model": entities_model, "base_url": base_url}  # fmt: skip
     with _user_errors():
-        settings = _settings(
+        user = _settings(
             db=db, concurrency=concurrency, grace=grace, extract_timeout=extract_timeout,
             read_timeout=read_timeout, no_cache=no_cache or None, watch_spot=watch_spot,
             spot_base_url=spot_base_url, spot_interval=spot_interval,
+            prices=read_price_file(prices) if prices else None, **endpoint,
         )  # fmt: skip
+        settings = user
         store = _store(settings)
         found = store.get_run(run_id) if run_id else store.latest_unfinished_run()
         if found is None:
@@ -303,7 +318,9 @@ def resume(
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
-        settings = settings.with_run(found.settings)
+        asked = {key: getattr(user, key) for key, flag in endpoint.items() if flag is not None}
+        settings = amend.for_resume(found, settings.with_run(found.settings), asked, user.prices,
+                                    functools.partial(store.answered, found.id), note)  # fmt: skip
         if max_cost is not None:  # stored with the run (for every later resume too) once
             settings = replace(settings, max_cost=max_cost)  # this session owns the run
         config.require_pdf_engine(settings, resuming=True)

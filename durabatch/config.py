@@ -99,14 +99,14 @@ class Settings:
         kept = {k: stored[k] for k in RUN_SETTINGS if k in stored}
         # a run made before these settings existed ran with their defaults: it keeps them,
         # whatever durabatch.toml or the environment now say (its PDFs stay pypdf's)
-        kept = {k: getattr(_DEFAULTS, k) for k in KEPT_IF_MISSING} | kept
+        kept = {k: getattr(DEFAULTS, k) for k in KEPT_IF_MISSING} | kept
         for name in ("include", "exclude"):
             if name in kept:
                 kept[name] = tuple(kept[name])
         return replace(self, **kept)
 
 
-_DEFAULTS = Settings()
+DEFAULTS = Settings()
 
 
 def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,

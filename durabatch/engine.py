@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from durabatch import budget, discovery
+from durabatch import amend, budget, discovery
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import (
@@ -64,6 +64,7 @@ from durabatch.store import Store
 from durabatch.store.base import CacheLookups
 from durabatch.store.records import (
     CANCELLED_BY,
+    MODEL_STEPS,
     CachedStep,
     Counts,
     Delivered,
@@ -101,7 +102,7 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.DELIVER: lambda work, ctx: _deliver(work, ctx),
 }
 # only model steps are answered from the cache; deliver must happen in each run
-CACHEABLE = (Step.SUMMARIZE, Step.ENTITIES)
+CACHEABLE = MODEL_STEPS
 CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
 
 
@@ -212,8 +213,10 @@ class Engine:
         A halt (exit 3) or a pause (exit 75) raised by a step stops the run the way a
         signal does, then is raised again here, after the run was released."""
         owner = self.store.acquire(run.id, self.settings.lease_ttl)
-        if self.settings.max_cost != run.settings.get("max_cost"):  # `resume --max-cost`
-            run = self.store.change_settings(run.id, {"max_cost": self.settings.max_cost})
+        # what resume changed (a budget, a model, prices: see amend), written down now that
+        # this session owns the run
+        if changes := amend.changes(self.settings, run.settings):
+            run = self.store.change_settings(run.id, changes)
         self._delivers = delivers(run.settings)
         if self.store.cancel_requested(run.id):  # cancelled while nobody owned it
             self._cancelled = True
@@ -558,7 +561,7 @@ class Engine:
             raise HaltError(
                 f"the price of {call.model} at {call.host} is not known, so under "
                 "--max-cost the call would be made blind; give its price in durabatch.toml "
-                "[prices] or with --prices FILE, then `durabatch resume`"
+                "[prices], then `durabatch resume` (or `durabatch resume --prices FILE`)"
             )
         self.store.reserve(owner, message.work, call, worst, self._limit)
 

@@ -262,11 +262,16 @@ class OpenAIProvider:
         if status == 404:
             if "model" in code or "model" in message.lower():
                 raise ModelNotFound(
-                    f"{self.host} does not know model {model!r} (HTTP 404); fix --model, "
-                    "then `durabatch resume`",
+                    f"{self.host} does not know model {model!r} (HTTP 404); continue with "
+                    "the right one: `durabatch resume --model NAME` (or --summarize-model "
+                    "/ --entities-model for one step)",
                     calls,
                 )
-            raise HaltError(f"{self.url} was not found (HTTP 404); check --base-url", calls)
+            raise HaltError(
+                f"{self.url} was not found (HTTP 404); check the endpoint, then continue "
+                "with `durabatch resume --base-url URL`",
+                calls,
+            )
         if "context_length" in code or "context length" in message.lower():
             raise DocumentError(Reason.CONTEXT_LENGTH, f"too long for {model}: {message}", calls)
         if status == 400 and "max_completion_tokens" in message and self._cap_param == "max_tokens":

@@ -9,7 +9,7 @@ from typing import Any
 
 from durabatch.money import from_pico
 from durabatch.store import queries
-from durabatch.store.records import Counts, Document, Event, SessionInfo, StepState
+from durabatch.store.records import Counts, Document, Event, SessionInfo, StepState, StepStatus
 
 
 class SQLiteReads:
@@ -45,6 +45,17 @@ class SQLiteReads:
         )
         for doc_id, step, idx, output in cursor:
             yield doc_id, step, idx, json.loads(output)
+
+    def answered(self, run_id: str, step: str) -> int:
+        """The documents of the run with an answer kept for ``step``: the step is done, or
+        a long document's parts of it are saved."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM documents d WHERE d.run_id = ? AND (EXISTS (SELECT 1"
+            " FROM steps s WHERE s.doc_id = d.id AND s.step = ? AND s.status = ?) OR EXISTS"
+            " (SELECT 1 FROM partials p WHERE p.doc_id = d.id AND p.step = ?))",
+            (run_id, step, StepStatus.DONE, step),
+        ).fetchone()
+        return int(row[0])
 
     def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
         cursor = self.conn.execute(

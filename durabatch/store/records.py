@@ -42,6 +42,8 @@ class Step(StrEnum):
 
 # the steps every run makes; DELIVER follows them when the run has a target
 PIPELINE = (Step.EXTRACT, Step.SUMMARIZE, Step.ENTITIES)
+# the steps a model answers
+MODEL_STEPS = (Step.SUMMARIZE, Step.ENTITIES)
 
 
 class StepStatus(StrEnum):
