@@ -50,6 +50,11 @@ def for_resume(
     resume; ``prices``: the user's prices now; ``answered(step)``: how many of the run's
     documents have an answer kept for that step. Returns the settings to resume with."""
     given = {k: v for k, v in asked.items() if k in ENDPOINT and v}
+    if given and kept.provider == "local":
+        raise UsageError(
+            f"run {run.id} runs on the embedded engine (provider local), which calls no "
+            "model or endpoint: start a new run with --provider openai to use one"
+        )
     changes: dict[str, Any] = {k: v for k, v in given.items() if v != getattr(kept, k)}
     if "model" in given:  # the model of every step, but for a step named on its own now
         changes |= {k: None for k in ("summarize_model", "entities_model")

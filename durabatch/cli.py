@@ -80,8 +80,8 @@ ExtractTimeout = Annotated[
 PdfEngine = Annotated[
     str | None,
     typer.Option(
-        help="What reads PDFs: pypdf (default) or pdfium, ~4x faster (needs the extra: "
-        "pip install 'durabatch\\[pdfium]')."  # \[ : not a Rich markup tag
+        help="What reads PDFs: pypdf (default) or pdfium, ~4x faster to extract (needs "
+        "the pdfium extra: pip install 'pypdfium2>=5')."
     ),
 ]
 WatchSpot = Annotated[
@@ -258,12 +258,21 @@ def run(
             deliver_to=deliver_to, on_failure=on_failure, compensate_url=compensate_url,
         )  # fmt: skip
         config.require_pdf_engine(settings)
+        _note_unused_endpoint(settings)
         discovery.check_paths(paths)
         store = _store(settings, create=True)
         stored = settings.run_settings() | {"cwd": os.getcwd()}
         new_run = store.create_run(stored, [names.storable(p) for p in paths])
         print(new_run.id, flush=True)
         _finish(store, _process(store, new_run, settings))
+
+
+def _note_unused_endpoint(settings: config.Settings) -> None:
+    """An endpoint given to the embedded engine would be ignored: say so, at once."""
+    if settings.provider == "local" and settings.base_url:
+        note(f"--base-url {settings.base_url} is not used: the provider is local (the "
+             "embedded engine, offline); add --provider openai (or provider = \"openai\" in "
+             "durabatch.toml) to call that API")  # fmt: skip
 
 
 @app.command()
@@ -498,7 +507,8 @@ def estimate(
 
     The text is extracted and kept, so a later `run` over the same files reuses it.
 
-    Example: durabatch estimate ./contracts --provider openai --model gpt-5.4-mini
+    Example: durabatch estimate ./contracts --provider openai
+    --base-url https://api.openai.com/v1 --model gpt-5.4-mini
     """
     with _user_errors():
         settings = _settings(
@@ -510,6 +520,7 @@ def estimate(
             pdf_engine=pdf_engine,
         )  # fmt: skip
         config.require_pdf_engine(settings)
+        _note_unused_endpoint(settings)
         discovery.check_paths(paths)
         store = _store(settings, create=True)
         report = _estimated(store, settings, list(paths))

@@ -35,7 +35,8 @@ RUN_SETTINGS = (
 KEPT_IF_MISSING = ("pdf_engine", "deliver_to", "on_failure", "compensate_url")
 # pypdf (pure Python) is the default; pdfium (pypdfium2, the optional extra) reads ~4x faster
 PDF_ENGINES = ("pypdf", "pdfium")
-PDFIUM_INSTALL = "pip install 'durabatch[pdfium]'"
+# the extra's one package, into the environment durabatch runs in, however it was installed
+PDFIUM_INSTALL = "pip install 'pypdfium2>=5'"
 ON_FAILURE = ("keep", "compensate")
 
 

@@ -11,6 +11,9 @@ import pytest
 from crashkit import Workspace, of_type, query
 from fakeapi import FakeAPI, model_not_found
 
+from durabatch.config import Settings
+from durabatch.store import open_store
+
 GOOD = "gpt-5.4-mini"
 DOCS = 6
 
@@ -164,4 +167,21 @@ def test_a_changed_toml_never_swaps_the_model_of_a_run(ws: Workspace) -> None:
         again = ws.cli("resume")
         assert again.popen.returncode == 3, again.describe()
         assert GOOD not in models_asked(api)
+    assert changed(ws) == []
+
+
+def test_the_embedded_engine_has_no_model_to_change_and_says_an_endpoint_is_unused(
+    ws: Workspace,
+) -> None:
+    with FakeAPI() as api:
+        local = ws.cli("run", "in", "--base-url", api.base_url)  # --provider openai forgotten
+        assert local.popen.returncode == 0, local.describe()
+        assert f"--base-url {api.base_url} is not used: the provider is local" in local.stderr
+        assert api.completions() == []
+    store = open_store(str(ws.db))  # a local run, created but not yet processed
+    run_id = store.create_run(Settings().run_settings() | {"cwd": str(ws.root)}, ["in"]).id
+    store.close()
+    refused = ws.cli("resume", run_id, "--model", GOOD)
+    assert refused.popen.returncode == 2, refused.describe()
+    assert "embedded engine (provider local)" in refused.stderr
     assert changed(ws) == []
