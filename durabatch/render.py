@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from durabatch.clock import now_iso
-from durabatch.store.records import Counts, DocStatus, Run, Step, Work
+from durabatch.store.records import Counts, DocStatus, Run, RunStatus, Step, Work
 
 PIPED_WIDTH = 132  # tables in logs and pipes need not fit an 80-column terminal
 
@@ -165,6 +165,8 @@ def run_detail(summary: dict[str, Any], *, full: bool = True) -> list[Any]:
     owner = summary["owner"]
     if owner:
         head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
+    elif summary["status"] == RunStatus.RUNNING:  # its process was killed, or never started
+        head.add_row("owner", "none alive: `durabatch resume` continues the run")
     parts: list[Any] = [head]
     if full:
         parts += [_steps_table(summary["steps"]), _sessions_table(summary)]
@@ -191,9 +193,12 @@ def _sessions_table(summary: dict[str, Any]) -> Table:
     table = Table(title="sessions")
     for name in ("host", "pid", "started", "ended", "how it ended"):
         table.add_column(name)
+    # a session that never ended, of a run nobody owns: its process died (lost, once a
+    # resume takes over and writes it down)
+    unended = "running" if summary["owner"] else "gone (not yet taken over)"
     for session in summary["sessions"]:
         table.add_row(session["host"], str(session["pid"]), session["started_at"],
-                      session["ended_at"] or "", session["outcome"] or "running")  # fmt: skip
+                      session["ended_at"] or "", session["outcome"] or unended)  # fmt: skip
     return table
 
 
