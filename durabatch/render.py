@@ -129,23 +129,30 @@ class RichObserver:
 
 
 def run_table(runs: list[dict[str, Any]]) -> Table:
-    table = Table(title="durabatch runs")
-    table.add_column("run", no_wrap=True)
-    table.add_column("status")
-    for name in ("done", "failed", "skipped", "left", "cost", "interrupted"):
-        table.add_column(name, justify="right")
-    for run in runs:
-        docs = run["documents"]
-        table.add_row(
+    rows = [
+        (
             run["run_id"],
             run["status"],
-            f"{docs['done']}/{docs['total']}",
-            str(docs["failed"]),
-            str(docs["skipped"]),
-            str(docs["pending"] + docs["running"]),
+            f"{run['documents']['done']}/{run['documents']['total']}",
+            str(run["documents"]["failed"]),
+            str(run["documents"]["skipped"]),
+            str(run["documents"]["pending"] + run["documents"]["running"]),
             dollars(run["cost"]["total_usd"]),
             str(run["interruptions"]),
         )
+        for run in runs
+    ]
+    table = Table(title="durabatch runs")
+    # what matters never shrinks on a narrow terminal (80 columns): the run, its status,
+    # how far it got and its cost; the other counts give way first
+    for index, name in enumerate(("run", "status", "done", "failed", "skipped", "left",
+                                  "cost", "interrupted")):  # fmt: skip
+        kept = name in ("run", "status", "done", "cost")
+        widest = max((len(row[index]) for row in rows), default=0)
+        table.add_column(name, justify="left" if index < 2 else "right", no_wrap=kept,
+                         min_width=max(widest, len(name)) if kept else None)  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

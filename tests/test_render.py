@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import re
+from decimal import Decimal
 
 import pytest
 from rich.console import Console
 
-from durabatch.render import PlainObserver, RichObserver, run_detail, stderr_console
+from durabatch.render import PlainObserver, RichObserver, run_detail, run_table, stderr_console
 from durabatch.store.records import Counts, DocStatus, Document, Run, RunStatus, Step, Work
 
 ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -71,3 +72,15 @@ def test_run_detail_names_counts_and_unknown_cost() -> None:
     for words in ("run r1: running", "interruptions survived", "unknown", "encrypted",
                   "decrypt it", "extract"):  # fmt: skip
         assert words in text
+
+
+def test_the_runs_table_keeps_status_progress_and_cost_whole_at_80_columns() -> None:
+    runs = [{"run_id": "20261127T080332-1a15d6", "status": "interrupted", "interruptions": 3,
+             "documents": {"done": 290, "total": 300, "failed": 0, "skipped": 0, "pending": 10,
+                           "running": 0},
+             "cost": {"total_usd": Decimal("12.50")}}]  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(run_table(runs))
+    row = next(line for line in out.getvalue().splitlines() if "20261127T080332" in line)
+    for whole in ("20261127T080332-1a15d6", "interrupted", "290/300", "$12.50"):
+        assert whole in row, out.getvalue()
