@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +47,11 @@ def test_the_budget_pauses_the_run_before_it_is_passed_then_resume_raises_it(
         paused = ws.cli(*run_args(api, "--max-cost", "0.01"))
         assert paused.popen.returncode == 75, paused.describe()
         assert "budget of $0.01 is reached" in paused.stderr and "--max-cost 0.02" in paused.stderr
+        # the figures say why: what is left is less than the next call's worst case
+        said = re.search(r"\$([\d.]+) left, and the next call could cost up to \$([\d.]+)",
+                         paused.stderr)  # fmt: skip
+        assert said is not None, paused.stderr
+        assert Decimal(said[1]) < Decimal(said[2]), said[0]
         calls, usd, held = spent(ws)
         assert 0 < usd <= 0.01 and held == 0 and calls < 60
         [run_id] = ws.run_ids()

@@ -521,9 +521,11 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             assert amount is not None, "a budget needs the call's worst case"
             if committed + amount > limit:
                 raised = _next_budget(max(limit * 2, committed + amount))
+                left = max(limit - committed, Decimal(0))
                 raise BudgetReached(
-                    f"the budget of ${limit:g} is reached (${committed:.4f} spent or held; the "
-                    f"next call could cost up to ${amount:.4f}); raise it to continue: "
+                    f"the budget of ${limit:g} is reached: ${_cents(committed)} spent or held, "
+                    f"${_cents(left)} left, and the next call could cost up to "
+                    f"${_cents(amount)}; raise it to continue: "
                     f"`durabatch resume {doc.run_id} --max-cost {raised}`"
                 )
             self._note_call(work, call, amount, capped=True)
@@ -981,6 +983,14 @@ def _overlap(mine: list[str], theirs: list[str]) -> bool:
         return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
     return any(inside(a, b) or inside(b, a) for a in mine for b in theirs)
+
+
+def _cents(dollars: Decimal) -> str:
+    """Dollars to at least four decimals, and to the first that differs from zero below a
+    cent (a held amount of $0.00603 against $0.006 left must not read "$0.0060")."""
+    exponent = dollars.normalize().as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) else 0  # (not NaN or infinity)
+    return f"{dollars:.{min(max(places, 4), 8)}f}"
 
 
 def _next_budget(needed: Decimal) -> str:
