@@ -268,11 +268,18 @@ def run(
 
 
 def _note_unused_endpoint(settings: config.Settings) -> None:
-    """An endpoint given to the embedded engine would be ignored: say so, at once."""
-    if settings.provider == "local" and settings.base_url:
-        note(f"--base-url {settings.base_url} is not used: the provider is local (the "
-             "embedded engine, offline); add --provider openai (or provider = \"openai\" in "
-             "durabatch.toml) to call that API")  # fmt: skip
+    """An endpoint or a model given to the embedded engine is not used: say so, at once
+    (the records name the model given, so a forgotten --provider openai would otherwise
+    read as that model's answers, for free)."""
+    if settings.provider != "local":
+        return
+    unused = [f"--{key.replace('_', '-')} {value}"
+              for key in ("base_url", "model", "summarize_model", "entities_model")
+              if (value := getattr(settings, key))]  # fmt: skip
+    if unused:
+        note(f"{', '.join(unused)}: not used, the provider is local (the embedded engine, "
+             "offline, one model of its own); add --provider openai (or provider = "
+             "\"openai\" in durabatch.toml) to call an API")  # fmt: skip
 
 
 @app.command()

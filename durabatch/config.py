@@ -241,6 +241,10 @@ NUMBERS = {
 }
 
 
+# a number's greatest value: one thread a slot, so a typo must not start a million
+MAXIMA = {"concurrency": 1024}
+
+
 def _validate_numbers(settings: Settings) -> None:
     """Every number in its range, and a number (a NaN or an infinity is none): a bad value
     is a usage error now, not a failure of every document, or a run that never ends."""
@@ -251,6 +255,8 @@ def _validate_numbers(settings: Settings) -> None:
         if not math.isfinite(value) or value < least or (value == least and not allowed):
             bound = f"at least {least}" if allowed else f"more than {least}"
             raise UsageError(f"{flag} must be {bound}, not {value!r}")
+        if name in MAXIMA and value > MAXIMA[name]:
+            raise UsageError(f"{flag} must be at most {MAXIMA[name]}, not {value!r}")
 
 
 def _validate_delivery(settings: Settings) -> None:

@@ -75,9 +75,12 @@ def parse_prices(raw: Mapping[str, Any], source: str) -> dict[str, Price]:
 
 def _rate(value: Any) -> Decimal | None:
     try:
-        return None if value is None else Decimal(str(value))
+        rate = None if value is None else Decimal(str(value))
     except ArithmeticError as exc:
         raise UsageError(f"price {value!r} is not a number of dollars per 1M tokens") from exc
+    if rate is not None and not (rate.is_finite() and rate >= 0):  # a budget counts up
+        raise UsageError(f"price {value!r} must be 0 or more dollars per 1M tokens")
+    return rate
 
 
 def read_price_file(path: Path) -> dict[str, Any]:

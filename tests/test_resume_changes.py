@@ -176,7 +176,7 @@ def test_the_embedded_engine_has_no_model_to_change_and_says_an_endpoint_is_unus
     with FakeAPI() as api:
         local = ws.cli("run", "in", "--base-url", api.base_url)  # --provider openai forgotten
         assert local.popen.returncode == 0, local.describe()
-        assert f"--base-url {api.base_url} is not used: the provider is local" in local.stderr
+        assert f"--base-url {api.base_url}: not used, the provider is local" in local.stderr
         assert api.completions() == []
     store = open_store(str(ws.db))  # a local run, created but not yet processed
     run_id = store.create_run(Settings().run_settings() | {"cwd": str(ws.root)}, ["in"]).id

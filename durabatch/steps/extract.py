@@ -93,7 +93,8 @@ def file_sha256(path: Path, max_bytes: int) -> str | None:
     """The hash of a regular file small enough to extract; None for anything else,
     which the parser then turns into its reason (missing, too large, ...)."""
     try:
-        with path.open("rb") as handle:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then no regular file)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
                 return None

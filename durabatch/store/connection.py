@@ -67,7 +67,13 @@ def create_private(path: Path) -> None:
     """Create the database file readable by its owner only (keys never go in, but results do)."""
     if not path.parent.is_dir():
         raise UsageError(f"folder {path.parent} does not exist; create it or pick another --db")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as exc:  # an unwritable folder, a read-only disk: the user's to fix
+        raise StoreError(
+            f"cannot create the database {path}: {exc.strerror}; run where you can write, "
+            "or pick a writable place with --db"
+        ) from exc
     os.close(fd)
 
 

@@ -1,0 +1,72 @@
+"""Slips a careless or unlucky user makes: each is a clear message and a specific exit
+code, never a hang, a traceback or a run that quietly does something else."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from crashkit import Workspace
+
+
+def docs(ws: Workspace, count: int = 2) -> None:
+    folder = ws.root / "in"
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"note_{n}.txt").write_text(f"Note {n}: Alice Morgan met the board.")
+
+
+def test_a_concurrency_past_the_maximum_is_a_usage_error(ws: Workspace) -> None:
+    docs(ws)
+    for given in (["--concurrency", "99999999999999999999"], []):
+        env = {} if given else {"DURABATCH_CONCURRENCY": "40000"}
+        proc = ws.cli("run", "in", *given, env=env, timeout=30)
+        assert proc.popen.returncode == 2, proc.describe()
+        assert "--concurrency must be at most 1024" in proc.stderr
+    assert ws.run_ids() == []  # refused before any run was made
+    ok = ws.cli("run", "in", "--concurrency", "1024")
+    assert ok.popen.returncode == 0, ok.describe()
+
+
+def test_a_negative_price_is_refused(ws: Workspace) -> None:
+    docs(ws)
+    (ws.root / "prices.toml").write_text('[prices."m"]\ninput = -0.40\noutput = 2.50\n')
+    proc = ws.cli("run", "in", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                  "--model", "m", "--prices", "prices.toml")  # fmt: skip
+    assert proc.popen.returncode == 2, proc.describe()
+    assert "price '-0.40' must be 0 or more" in proc.stderr or "must be 0 or more" in proc.stderr
+    assert ws.run_ids() == []
+
+
+def test_a_fifo_named_on_the_command_line_fails_alone_and_never_hangs(ws: Workspace) -> None:
+    docs(ws)
+    os.mkfifo(ws.root / "in" / "pipe.txt")  # opening it to read waits for a writer
+    proc = ws.cli("run", "in/pipe.txt", "in/note_0.txt", timeout=60)
+    assert proc.popen.returncode == 1, proc.describe()  # finished, one document failed
+    [run_id] = ws.run_ids()
+    export = ws.cli("export", run_id)
+    records = {r["path"]: r for r in map(json.loads, export.stdout.splitlines())}
+    assert records["in/note_0.txt"]["status"] == "done"
+    assert records["in/pipe.txt"]["status"] == "failed"
+    assert "regular file" in records["in/pipe.txt"]["error"]
+    estimate = ws.cli("estimate", "in/pipe.txt", timeout=60)
+    assert estimate.popen.returncode == 0, estimate.describe()
+
+
+def test_a_database_that_cannot_be_created_is_named_with_what_to_do(ws: Workspace) -> None:
+    docs(ws)
+    target = Path("/proc/durabatch-test.db")  # no file can be created there, even by root
+    ws.db_file = target
+    proc = ws.cli("run", "in")
+    assert proc.popen.returncode == 3, proc.describe()
+    assert f"cannot create the database {target}" in proc.stderr
+    assert "pick a writable place with --db" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_given_to_the_embedded_engine_is_said_to_be_unused(ws: Workspace) -> None:
+    docs(ws)
+    proc = ws.cli("run", "in", "--model", "gpt-4o")
+    assert proc.popen.returncode == 0, proc.describe()
+    assert "--model gpt-4o: not used, the provider is local" in proc.stderr
