@@ -224,6 +224,8 @@ class Engine:
         try:
             self.observer.started(run, self.store.counts(run.id))
             found = None if run.discovered else self._walk(run)
+            if found is None:
+                self._check_inputs(run)
             if not self.draining.is_set():
                 self._loop(run, owner, found)
         except (HaltError, NotFinished) as exc:
@@ -272,6 +274,22 @@ class Engine:
             else:
                 self.observer.note(f"stopping the run ({self._drain_reason}): {grace}")
         return self.draining.is_set()
+
+    def _check_inputs(self, run: Run) -> None:
+        """Every unfinished document's file gone at once is a disk not mounted yet or a
+        folder moved, not so many bad documents: halt (exit 3) and fail none of them.
+        Stops at the first file found, so a healthy resume looks at one."""
+        missing, example = 0, ""
+        for source in self.store.unfinished_sources(run.id):
+            if os.path.lexists(source):
+                return
+            missing, example = missing + 1, example or source
+        if missing >= 2:  # one document gone is that document's failure (missing)
+            raise HaltError(
+                f"none of the {missing} unfinished documents of run {run.id} can be found "
+                f"(e.g. {example}): is their disk mounted, or their folder moved? Put them "
+                f"back, then `durabatch resume`; to give them up, `durabatch cancel {run.id}`"
+            )
 
     # -- discovery -------------------------------------------------------------
 

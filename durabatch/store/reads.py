@@ -9,7 +9,15 @@ from typing import Any
 
 from durabatch.money import from_pico
 from durabatch.store import queries
-from durabatch.store.records import Counts, Document, Event, SessionInfo, StepState, StepStatus
+from durabatch.store.records import (
+    Counts,
+    DocStatus,
+    Document,
+    Event,
+    SessionInfo,
+    StepState,
+    StepStatus,
+)
 
 
 class SQLiteReads:
@@ -45,6 +53,15 @@ class SQLiteReads:
         )
         for doc_id, step, idx, output in cursor:
             yield doc_id, step, idx, json.loads(output)
+
+    def unfinished_sources(self, run_id: str) -> Iterator[str]:
+        """The files of the run's documents not yet done, failed or skipped."""
+        cursor = self.conn.execute(
+            "SELECT source FROM documents WHERE run_id = ? AND status IN (?, ?)",
+            (run_id, DocStatus.PENDING, DocStatus.RUNNING),
+        )
+        for (source,) in cursor:
+            yield source
 
     def answered(self, run_id: str, step: str) -> int:
         """The documents of the run with an answer kept for ``step``: the step is done, or

@@ -1,0 +1,56 @@
+"""A resume that finds none of the unfinished documents (their disk not mounted yet, their
+folder moved) halts and fails none of them; once they are back, the run goes on."""
+
+from __future__ import annotations
+
+import signal
+
+from crashkit import EventLog, Workspace, of_type, signal_when
+
+DOCS = 40
+
+
+def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace) -> None:
+    folder = ws.root / "inbox"
+    folder.mkdir()
+    for n in range(DOCS):
+        (folder / f"note_{n:02d}.txt").write_text(f"Note {n}: Alice Morgan met the board.")
+    proc = ws.spawn("run", "inbox", "--concurrency", "1")
+    signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "document_finished")) >= 2,
+                signal.SIGTERM)  # fmt: skip
+    assert proc.wait(60) == 75, proc.describe()
+    [run_id] = ws.run_ids()
+    left = ws.status(run_id)["documents"]
+    assert left["pending"] + left["running"] > 1, left
+
+    folder.rename(ws.root / "elsewhere")  # the volume is not mounted yet
+    halted = ws.cli("resume")
+    assert halted.popen.returncode == 3, halted.describe()
+    assert f"none of the {left['pending'] + left['running']} unfinished documents" in halted.stderr
+    assert "durabatch cancel" in halted.stderr
+    status = ws.status(run_id)
+    assert status["status"] == "halted"
+    assert status["documents"]["failed"] == 0
+
+    (ws.root / "elsewhere").rename(folder)
+    resumed = ws.cli("resume")
+    assert resumed.popen.returncode == 0, resumed.describe()
+    assert ws.status(run_id)["documents"]["done"] == DOCS
+    assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_one_missing_document_is_that_documents_failure(ws: Workspace) -> None:
+    folder = ws.root / "inbox"
+    folder.mkdir()
+    for n in range(DOCS):
+        (folder / f"note_{n:02d}.txt").write_text(f"Note {n}: Alice Morgan met the board.")
+    proc = ws.spawn("run", "inbox", "--concurrency", "1")
+    signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "document_finished")) >= 2,
+                signal.SIGTERM)  # fmt: skip
+    assert proc.wait(60) == 75, proc.describe()
+    [run_id] = ws.run_ids()
+    (folder / f"note_{DOCS - 1:02d}.txt").unlink()  # the last one, never started
+    resumed = ws.cli("resume")
+    assert resumed.popen.returncode == 1, resumed.describe()
+    documents = ws.status(run_id)["documents"]
+    assert (documents["done"], documents["failed"]) == (DOCS - 1, 1)
