@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -263,7 +264,7 @@ def run(
         store = _store(settings, create=True)
         stored = settings.run_settings() | {"cwd": os.getcwd()}
         new_run = store.create_run(stored, [names.storable(p) for p in paths])
-        print(new_run.id, flush=True)
+        _print_run_id(new_run.id)
         _finish(store, _process(store, new_run, settings))
 
 
@@ -327,7 +328,7 @@ def resume(
         if found is None:
             stderr_console().print("nothing to resume: every run in this database is finished")
             raise typer.Exit(ExitCode.OK)
-        print(found.id, flush=True)
+        _print_run_id(found.id)
         _refuse_cancelled(found)
         if found.finished:
             _withdraw_owed(store, found, settings)
@@ -680,15 +681,38 @@ def _stdout_to_devnull() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _print_run_id(run_id: str) -> None:
+    """The first line of `run` and `resume`. Output that cannot be written (a closed pipe,
+    a full disk) must not leave a run made and never processed: the run goes on."""
+    try:
+        print(run_id, flush=True)
+    except OSError as exc:
+        _stdout_to_devnull()
+        note(f"cannot write to standard output ({exc.strerror or exc}); run {run_id} goes on")
+
+
+def _no_stdout() -> None:
+    """Started with standard output closed (`>&-`): what would be printed goes nowhere."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        note("standard output is closed: results are not printed (redirect it to a file)")
+
+
 def main() -> None:
     # the engine installs its own drain handlers while it processes a run
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted_early)
+    _no_stdout()
     try:
         app()
     except BrokenPipeError:  # the reader went away (`events RUN | head`): not an error
         _stdout_to_devnull()
     except Exception as exc:  # a bug: say so in one line; DURABATCH_DEBUG=1 shows where
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            # the database's own write errors are StoreErrors by now: this is the output
+            print(f"error: cannot write the output: {exc.strerror}; free space where it "
+                  "goes, or send it elsewhere", file=sys.stderr)  # fmt: skip
+            raise SystemExit(ExitCode.HALTED) from None
         if os.environ.get("DURABATCH_DEBUG"):
             raise
         print(

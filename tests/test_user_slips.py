@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
-from crashkit import Workspace
+from crashkit import Workspace, clean_env, durabatch_bin
 
 
 def docs(ws: Workspace, count: int = 2) -> None:
@@ -70,3 +72,32 @@ def test_a_model_given_to_the_embedded_engine_is_said_to_be_unused(ws: Workspace
     proc = ws.cli("run", "in", "--model", "gpt-4o")
     assert proc.popen.returncode == 0, proc.describe()
     assert "--model gpt-4o: not used, the provider is local" in proc.stderr
+
+
+def _bare(ws: Workspace, *args: str, stdout: Any) -> subprocess.CompletedProcess[str]:
+    """A command whose standard output is what the test says: closed, or a full disk."""
+    argv = [durabatch_bin(), *args, "--db", str(ws.db)]
+    return subprocess.run(argv, cwd=ws.root, env=clean_env(), stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_output_that_cannot_be_written_never_strands_a_run(ws: Workspace) -> None:
+    docs(ws)
+    with open("/dev/full", "w") as full:  # every write fails: no space left on device
+        ran = _bare(ws, "run", "in", stdout=full)
+    assert ran.returncode == 0, ran.stderr
+    assert "cannot write to standard output (No space left on device)" in ran.stderr
+    [run_id] = ws.run_ids()
+    assert ws.status(run_id)["status"] == "done"  # processed, though its id went nowhere
+
+    with open("/dev/full", "w") as full:
+        exported = _bare(ws, "export", run_id, stdout=full)
+    assert exported.returncode == 3, exported.stderr
+    assert "cannot write the output: No space left on device" in exported.stderr
+    assert "internal error" not in exported.stderr
+
+    argv = [durabatch_bin(), "status", "--db", str(ws.db)]
+    shut = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *argv], cwd=ws.root, env=clean_env(),
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert shut.returncode == 0, shut.stderr
+    assert "standard output is closed" in shut.stderr and "internal error" not in shut.stderr
