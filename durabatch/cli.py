@@ -210,6 +210,11 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
     try:
         return process_run(store, run, settings, observer)
     finally:
+        # the run has stopped, and what it committed is final: a late signal (systemd's
+        # to the whole group, a second Ctrl-C) must not change the exit code now, nor
+        # kill the process while it reports
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         close = getattr(observer, "close", None)
         if close:
             close()

@@ -101,3 +101,32 @@ def test_output_that_cannot_be_written_never_strands_a_run(ws: Workspace) -> Non
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert shut.returncode == 0, shut.stderr
     assert "standard output is closed" in shut.stderr and "internal error" not in shut.stderr
+
+
+def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(ws: Workspace) -> None:
+    """systemd signals the whole group, and a second Ctrl-C can come just as a drained run
+    reports: from the moment the run has stopped, SIGINT and SIGTERM are ignored (they
+    went to the default action, 130 or 143, or to 'before any step started')."""
+    import signal
+
+    from durabatch import cli
+    from durabatch.config import Settings
+    from durabatch.store import open_store
+
+    docs(ws)
+    store = open_store(str(ws.db))
+    try:
+        settings = Settings(db=str(ws.db))
+        run = store.create_run(settings.run_settings() | {"cwd": str(ws.root)}, ["in"])
+        # pytest's own handlers, put back after
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            outcome = cli._process(store, run, settings)
+            assert outcome.exit_code == 0
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    finally:
+        store.close()
