@@ -574,7 +574,9 @@ def events(
     run_id: RunArg,
     db: DbOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    after: Annotated[int, typer.Option(help="Only events after this sequence number.")] = 0,
+    after: Annotated[
+        int, typer.Option(help="Only events after this sequence number.", max=2**63 - 1)
+    ] = 0,
 ) -> None:
     """Print a run's audit trail: every state change, in order.
 
@@ -631,14 +633,16 @@ def compact(
     with _user_errors():
         store = _store(_settings(db=db))
         done = store.compact(run_id, vacuum=vacuum)
+    size = f"database {done.bytes_before / 1e6:.1f} MB -> {done.bytes_after / 1e6:.1f} MB"
     if json_:
         print(json.dumps(asdict(done)))
     elif done.folded:
         print(
             f"run {run_id}: {done.folded} events folded into snapshot event {done.snapshot_seq};"
-            f" database {done.bytes_before / 1e6:.1f} MB -> {done.bytes_after / 1e6:.1f} MB"
-            + ("" if vacuum else " (its freed pages are reused; --vacuum returns them)")
+            f" {size}" + ("" if vacuum else " (its freed pages are reused; --vacuum returns them)")
         )
+    elif vacuum:  # compacted before: the space its freed pages hold is given back now
+        print(f"run {run_id}: nothing to fold ({done.events_before} event); {size}, vacuumed")
     else:
         print(f"run {run_id}: nothing to compact ({done.events_before} event)")
 
@@ -664,7 +668,7 @@ def export(
         store.get_run(run_id)
         rows = reports.export_rows(store, run_id)
         write = reports.write_jsonl if format_ == Format.jsonl else reports.write_csv
-        if output is None:
+        if output is None or str(output) == "-":
             write(rows, sys.stdout)
             return
         count = reports.write_file(output, rows, write, force=force)

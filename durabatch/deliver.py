@@ -151,11 +151,11 @@ def redeliver(store: Store, run: Run, settings: Settings, spec: str, note: Note)
 
 
 def _finished(run: Run) -> None:
-    if run.status != RunStatus.DONE or run.cancel_requested:
-        status = RunStatus.CANCELLED if run.cancel_requested else run.status
+    if run.cancel_requested or run.status == RunStatus.CANCELLED:
+        raise UsageError(f"run {run.id} was cancelled: a cancelled run is not delivered again")
+    if run.status != RunStatus.DONE:
         raise UsageError(
-            f"run {run.id} is {status}, not finished: `durabatch resume {run.id}` first "
-            "(a cancelled run is not delivered again)"
+            f"run {run.id} is {run.status}, not finished: `durabatch resume {run.id}` first"
         )
 
 

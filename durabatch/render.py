@@ -62,8 +62,12 @@ class PlainObserver:
         print(f"{now_iso()} run={self.run_id} {shown(text)}", file=self.out, flush=True)
 
     def started(self, run: Run, counts: Counts) -> None:
-        left = counts.unfinished if run.discovered else "?"
-        self._line(f"started: {counts.total} documents known, {left} to do")
+        if run.discovered:
+            self._line(f"started: {counts.total} documents known, {counts.unfinished} to do")
+        elif counts.total:  # a resume of a run whose walk was cut short
+            self._line(f"started: {counts.total} documents known so far; discovering the rest")
+        else:
+            self._line("started: discovering documents")
 
     def discovered(self, total: int) -> None:
         self._line(f"discovered {total} documents")

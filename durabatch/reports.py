@@ -179,11 +179,16 @@ def write_file(path: Path, rows: Iterator[dict[str, Any]], write: Writer, *,
                force: bool = False) -> int:  # fmt: skip
     """Write to a temporary file beside ``path``, then rename it into place: a reader
     never sees half an export, and an existing file is replaced only with ``force``."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name, e.g. -o {path / 'results'}")
     if path.exists() and not force:
         raise UsageError(f"{path} already exists; add --force to replace it, or pick another -o")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "x", encoding="utf-8", newline="") as out:
+        # readable by its owner only, as the database and the deliveries: results are
+        # the user's data (chmod it to share it)
+        handle = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with open(handle, "w", encoding="utf-8", newline="") as out:
             count = write(rows, out)
             out.flush()
             os.fsync(out.fileno())

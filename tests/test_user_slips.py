@@ -130,3 +130,36 @@ def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(ws: Wor
                 signal.signal(sig, handler)
     finally:
         store.close()
+
+
+def test_export_events_and_compact_take_what_users_type(ws: Workspace) -> None:
+    docs(ws)
+    ran = ws.cli("run", "in")
+    assert ran.popen.returncode == 0, ran.describe()
+    assert "started: discovering documents" in ran.stderr  # not "0 documents known, ? to do"
+    [run_id] = ws.run_ids()
+
+    dash = ws.cli("export", run_id, "-o", "-")  # stdout, as `-` means everywhere else
+    assert dash.popen.returncode == 0 and len(dash.stdout.splitlines()) == 2, dash.describe()
+    assert not (ws.root / "-").exists()
+    (ws.root / "out").mkdir()
+    folder = ws.cli("export", run_id, "-o", "out", "--force")
+    assert folder.popen.returncode == 2, folder.describe()
+    assert "out is a folder; give a file name" in folder.stderr
+    made = ws.cli("export", run_id, "-o", "out/results.jsonl")
+    assert made.popen.returncode == 0, made.describe()
+    assert (ws.root / "out/results.jsonl").stat().st_mode & 0o777 == 0o600
+
+    huge = ws.cli("events", run_id, "--after", "99999999999999999999999")
+    assert huge.popen.returncode == 2, huge.describe()
+    assert "internal error" not in huge.stderr
+
+    assert ws.cli("compact", run_id).popen.returncode == 0
+    vacuumed = ws.cli("compact", run_id, "--vacuum")
+    assert vacuumed.popen.returncode == 0, vacuumed.describe()
+    assert "nothing to fold (1 event)" in vacuumed.stdout and "vacuumed" in vacuumed.stdout
+
+    assert ws.cli("cancel", run_id).popen.returncode == 0
+    refused = ws.cli("deliver", run_id, "--to", "outbox")
+    assert refused.popen.returncode == 2, refused.describe()
+    assert "was cancelled" in refused.stderr and "resume" not in refused.stderr

@@ -189,7 +189,8 @@ def _too_large(size: int, max_bytes: int) -> DocumentSkipped:
     return DocumentSkipped(
         Reason.TOO_LARGE,
         f"file is {size:,} bytes, over the {max_bytes:,}-byte limit; split it, "
-        "or raise the size limit and add it to a new run",
+        "or raise the size limit (DURABATCH_MAX_BYTES, or max_bytes in durabatch.toml) and "
+        "add it to a new run",
     )
 
 
