@@ -163,3 +163,31 @@ def test_export_events_and_compact_take_what_users_type(ws: Workspace) -> None:
     refused = ws.cli("deliver", run_id, "--to", "outbox")
     assert refused.popen.returncode == 2, refused.describe()
     assert "was cancelled" in refused.stderr and "resume" not in refused.stderr
+
+
+def test_odd_databases_are_refused_and_never_made_by_a_reading_command(ws: Workspace) -> None:
+    docs(ws)
+    for odd in ("", ":memory:"):
+        ws.db_file = Path(odd) if odd else None
+        argv = [durabatch_bin(), "run", "in", "--db", odd]
+        proc = subprocess.run(argv, cwd=ws.root, env=clean_env(), capture_output=True,
+                              text=True, timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert "--db needs a file path" in proc.stderr
+    assert not (ws.root / ":memory:").exists()
+
+    (ws.root / "folder").mkdir()
+    ws.db_file = ws.root / "folder"
+    folder = ws.cli("status")
+    assert folder.popen.returncode == 2 and "is a folder" in folder.stderr, folder.describe()
+
+    empty = ws.root / "empty.db"
+    empty.touch(mode=0o644)
+    ws.db_file = empty
+    read = ws.cli("status")
+    assert read.popen.returncode == 2, read.describe()
+    assert "(an empty file)" in read.stderr
+    assert empty.stat().st_size == 0 and not (ws.root / "empty.db.d").exists()
+    ran = ws.cli("run", "in")  # `run` makes its database in it, private like a new one
+    assert ran.popen.returncode == 0, ran.describe()
+    assert empty.stat().st_mode & 0o777 == 0o600

@@ -17,4 +17,6 @@ def open_store(db: str, *, create: bool = True) -> Store:
         raise UsageError(
             f"--db {db.split('://')[0]}://... is not supported yet; use a SQLite file path"
         )
+    if not db.strip() or db == ":memory:":  # nothing would be kept: no run could resume
+        raise UsageError(f"--db needs a file path, not {db!r}: the run is kept there")
     return SQLiteStore(Path(db), create=create)

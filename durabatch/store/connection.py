@@ -69,6 +69,7 @@ def create_private(path: Path) -> None:
         raise UsageError(f"folder {path.parent} does not exist; create it or pick another --db")
     try:
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.fchmod(fd, 0o600)  # an empty file that was there already keeps no wider mode
     except OSError as exc:  # an unwritable folder, a read-only disk: the user's to fix
         raise StoreError(
             f"cannot create the database {path}: {exc.strerror}; run where you can write, "
