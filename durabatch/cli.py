@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from durabatch import amend, config, discovery, money, names, reports
-from durabatch.errors import DurabatchError, ExitCode, NotFinished, UsageError
+from durabatch.errors import DatabaseDamaged, DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
     PlainObserver,
@@ -605,7 +605,12 @@ def verify(run_id: RunArg, db: DbOpt = None, json_: JsonOpt = False) -> None:
     Example: durabatch verify 20261126T173512-ab12
     """
     with _user_errors():
-        problems = verify_run(_store(_settings(db=db)), run_id)
+        try:
+            store = _store(_settings(db=db))
+        except DatabaseDamaged as exc:  # too damaged to open (e.g. truncated): the finding
+            problems = [exc.message]
+        else:
+            problems = verify_run(store, run_id)
     if json_:
         print(json.dumps({"run_id": run_id, "ok": not problems, "problems": problems}))
     elif problems:

@@ -159,3 +159,18 @@ def test_a_locks_folder_that_cannot_be_written_is_named_with_the_fix(ws: Workspa
             assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     finally:
         locks.chmod(0o700)
+
+
+def test_verify_reports_a_database_too_damaged_to_open_as_its_finding(
+    finished: tuple[Workspace, str],
+) -> None:
+    ws, run_id = finished
+    assert ws.cli("compact", run_id, "--vacuum").popen.returncode == 0  # all in the file
+    cut = ws.root / "cut.db"
+    cut.write_bytes(ws.db.read_bytes()[:8192])  # a copy cut short: its schema is gone
+    argv = [durabatch_bin(), "verify", run_id, "--db", str(cut)]
+    proc = subprocess.run(argv, cwd=ws.root, env=clean_env(), capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the finding, not a halt (3)
+    assert f"{cut} is damaged" in proc.stdout
+    assert "Traceback" not in proc.stderr
