@@ -115,12 +115,19 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
     """Merge the four layers; ``flags`` holds only options the user actually gave."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    values.update(_from_toml((cwd or Path.cwd()) / CONFIG_FILE))
-    values.update(_from_env(env))
+    toml = (cwd or Path.cwd()) / CONFIG_FILE
+    from_toml = _from_toml(toml)
+    from_env = _from_env(env)
     given = {k: v for k, v in flags.items() if v is not None and v != ()}
-    values.update({k: _typed(k, v, "--" + k.replace("_", "-")) for k, v in given.items()})
+    # where each value came from, for a message about it (the last layer that set it)
+    where = {k: f"{toml}: {k}" for k in from_toml} | {
+        k: f"DURABATCH_{k.upper()}" for k in from_env
+    } | {k: "--" + k.replace("_", "-") for k in given}  # fmt: skip
+    values.update(from_toml)
+    values.update(from_env)
+    values.update({k: _typed(k, v, where[k]) for k, v in given.items()})
     settings = Settings(**values)
-    _validate(settings)
+    _validate(settings, where)
     return settings
 
 
@@ -190,7 +197,7 @@ _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no"
 _KINDS = {f.name: str(f.type).split(" ")[0].split("[")[0] for f in fields(Settings)}
 
 
-def _validate(settings: Settings) -> None:
+def _validate(settings: Settings, where: Mapping[str, str] | None = None) -> None:
     parse_prices(settings.prices, "prices")  # a bad price fails before any run starts
     if settings.provider not in ("local", "openai"):
         raise UsageError(f"--provider must be local or openai, not {settings.provider!r}")
@@ -216,7 +223,7 @@ def _validate(settings: Settings) -> None:
         )
     if settings.pdf_engine not in PDF_ENGINES:
         raise UsageError(f"--pdf-engine must be pypdf or pdfium, not {settings.pdf_engine!r}")
-    _validate_numbers(settings)
+    _validate_numbers(settings, where or {})
     _validate_spot(settings)
     _validate_delivery(settings)
 
@@ -245,14 +252,18 @@ NUMBERS = {
 MAXIMA = {"concurrency": 1024}
 
 
-def _validate_numbers(settings: Settings) -> None:
+def _validate_numbers(settings: Settings, where: Mapping[str, str]) -> None:
     """Every number in its range, and a number (a NaN or an infinity is none): a bad value
-    is a usage error now, not a failure of every document, or a run that never ends."""
-    for name, (least, allowed, flag) in NUMBERS.items():
+    is a usage error now, not a failure of every document, or a run that never ends. The
+    message names where the value came from: a flag, a variable or durabatch.toml."""
+    for name, (least, allowed, default_flag) in NUMBERS.items():
         value = getattr(settings, name)
         if value is None:
             continue
-        if not math.isfinite(value) or value < least or (value == least and not allowed):
+        flag = where.get(name, default_flag)
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, not {value!r}")
+        if value < least or (value == least and not allowed):
             bound = f"at least {least}" if allowed else f"more than {least}"
             raise UsageError(f"{flag} must be {bound}, not {value!r}")
         if name in MAXIMA and value > MAXIMA[name]:

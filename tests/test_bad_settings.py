@@ -26,6 +26,10 @@ from durabatch.errors import Reason
         ([], {"DURABATCH_MAX_BYTES": "-1"}, "DURABATCH_MAX_BYTES"),
         ([], {"DURABATCH_LEASE_TTL": "0"}, "DURABATCH_LEASE_TTL"),
         ([], {"DURABATCH_RETRY_SECONDS": "nan"}, "DURABATCH_RETRY_SECONDS"),
+        # a setting that has a flag, given by its variable: the variable is named
+        ([], {"DURABATCH_MAX_COST": "nan"}, "DURABATCH_MAX_COST"),
+        ([], {"DURABATCH_EXTRACT_TIMEOUT": "0"}, "DURABATCH_EXTRACT_TIMEOUT"),
+        ([], {"DURABATCH_CONCURRENCY": "0"}, "DURABATCH_CONCURRENCY"),
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error_and_starts_no_run(
@@ -88,3 +92,15 @@ def test_a_parser_pool_left_open_does_not_hold_up_the_exit(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", script], env=clean_env(), timeout=60,
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert (done.returncode, done.stdout.strip()) == (0, "hello"), done.stderr
+
+
+def test_a_number_out_of_range_in_the_settings_file_names_the_file(
+    ws: Workspace, sample_docs: Path
+) -> None:
+    (ws.root / "durabatch.toml").write_text("grace = -5\n")
+    proc = ws.cli("run", str(sample_docs))
+    assert proc.popen.returncode == 2, proc.describe()
+    assert f"error: {ws.root / 'durabatch.toml'}: grace must be at least 0" in proc.stderr
+    (ws.root / "durabatch.toml").unlink()
+    infinite = ws.cli("run", str(sample_docs), "--max-cost", "inf")
+    assert "--max-cost must be a finite number, not inf" in infinite.stderr
