@@ -66,6 +66,7 @@ class Reason(StrEnum):
     DELIVERY_REJECTED = "delivery_rejected"
     TARGET_EXISTS = "target_exists"
     TARGET_PATH = "target_path"  # the delivery file's name or place does not work there
+    CANCELLED = "cancelled"  # the run was cancelled before the document was finished
     ERROR = "error"
 
 

@@ -320,7 +320,12 @@ def test_cancel_tells_a_live_run_to_drain(ws: Workspace, hook: FakeHook) -> None
     assert cancelled.popen.returncode == 0, cancelled.describe()
     assert proc.wait(30) == CANCELLED, proc.describe()  # not 75: it is never resumed
     assert "was cancelled and is not resumed" in proc.stderr
-    assert ws.status(run_id)["status"] == "cancelled"
+    status = ws.status(run_id)
+    assert status["status"] == "cancelled"
+    # every document ends in a final state: what the run had not finished is skipped
+    documents = status["documents"]
+    assert documents["pending"] == documents["running"] == 0 and documents["skipped"] > 0
+    assert {f["reason"] for f in status["failures"] if f["status"] == "skipped"} == {"cancelled"}
     assert_verified(ws, run_id)
 
 

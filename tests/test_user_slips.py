@@ -191,3 +191,27 @@ def test_odd_databases_are_refused_and_never_made_by_a_reading_command(ws: Works
     ran = ws.cli("run", "in")  # `run` makes its database in it, private like a new one
     assert ran.popen.returncode == 0, ran.describe()
     assert empty.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_cancelled_run_leaves_no_document_pending(ws: Workspace) -> None:
+    """DESIGN 1.4: every document ends done, failed or skipped; a cancelled run is never
+    resumed, so what it had not finished is skipped, with the reason."""
+    import signal
+
+    from crashkit import EventLog, of_type, signal_when
+
+    docs(ws, 30)
+    proc = ws.spawn("run", "in", "--concurrency", "1")
+    signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "document_finished")) >= 2,
+                signal.SIGTERM)  # fmt: skip
+    assert proc.wait(60) == 75, proc.describe()
+    [run_id] = ws.run_ids()
+    cancelled = ws.cli("cancel", run_id)  # nobody owns it: cancelled at once
+    assert cancelled.popen.returncode == 0, cancelled.describe()
+    documents = ws.status(run_id)["documents"]
+    assert documents["pending"] == documents["running"] == 0, documents
+    assert documents["done"] + documents["skipped"] == 30
+    rows = list(map(json.loads, ws.cli("export", run_id).stdout.splitlines()))
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and {r["reason"] for r in skipped} == {"cancelled"}
+    assert ws.verify(run_id).popen.returncode == 0

@@ -43,6 +43,9 @@ class SQLiteDeliveries:
     def _check_running(self, owner: Owner, work: Work) -> None:
         raise NotImplementedError  # the store's own
 
+    def skip_unfinished(self, run_id: str) -> None:
+        raise NotImplementedError  # the store's own
+
     def _upsert_delivery(self, run_id: str, doc_id: int, done: Delivered,
                          status: DeliveryStatus) -> tuple[int, Delivered]:  # fmt: skip
         """Inside a transaction: the row of one delivery, by its key (the intent, then its
@@ -210,6 +213,8 @@ class SQLiteDeliveries:
                 data["status"] = RunStatus.CANCELLED
             if cursor.rowcount or data:
                 self._event(run_id, "cancel_requested", data)
+            if data:
+                self.skip_unfinished(run_id)
 
     def delivery_counts(self, run_id: str) -> dict[str, int]:
         rows = self.conn.execute(

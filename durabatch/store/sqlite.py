@@ -599,6 +599,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                 "UPDATE sessions SET ended_at = ?, outcome = ? WHERE id = ?",
                 (now_iso(), outcome, owner.session_id),
             )
+            if status == RunStatus.CANCELLED:
+                self.skip_unfinished(run_id)
             data = {"session": owner.session_id, "outcome": outcome, "status": status,
                     "interrupted": interrupted}  # fmt: skip
             self._event(run_id, "session_ended", data)
@@ -909,6 +911,25 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._set_doc(doc_id, DocStatus.PENDING)
         data = {"attempt": attempt, "why": why, **(cost or {})}
         self._event(run_id, "step_abandoned", data, doc_id, step)
+
+    def skip_unfinished(self, run_id: str) -> None:
+        """A cancelled run is never resumed: each document it had not finished ends
+        ``skipped`` (``cancelled``), so every document of every run ends in a final state.
+        Inside the transaction that makes the run cancelled."""
+        unfinished = (run_id, DocStatus.PENDING, DocStatus.RUNNING)
+        where = "WHERE run_id = ? AND status IN (?, ?)"
+        ids = [row[0] for row in self.conn.execute(f"SELECT id FROM documents {where}",
+                                                   unfinished)]  # fmt: skip
+        if not ids:
+            return
+        why = "the run was cancelled before this document was finished; start a new run for it"
+        self.conn.execute(
+            f"UPDATE documents SET status = ?, reason = ?, error = ?, updated_at = ? {where}",
+            (DocStatus.SKIPPED, Reason.CANCELLED, why, self._at(), *unfinished),
+        )
+        data = {"status": DocStatus.SKIPPED, "reason": Reason.CANCELLED, "error": why}
+        for doc_id in ids:
+            self._event(run_id, "document_finished", data, doc_id)
 
     def _set_doc(self, doc_id: int, status: DocStatus) -> None:
         self.conn.execute(
