@@ -82,14 +82,17 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._targets: dict[str, bool] = {}  # run id -> has a deliver step
         if path.is_dir():
             raise UsageError(f"--db {path} is a folder; give a file: --db {path}/durabatch.db")
-        empty = path.exists() and path.stat().st_size == 0
-        if not path.exists() or empty:
-            if not create:  # a reading command never makes a database, not even in an empty file
+        if not path.exists():
+            if not create:
                 raise UsageError(
-                    f"no durabatch database at {path}{' (an empty file)' if empty else ''}; "
-                    "start one with `durabatch run PATH` or point --db at an existing one"
+                    f"no durabatch database at {path}; start one with `durabatch run PATH` "
+                    "or point --db at an existing one"
                 )
-            create_private(path)  # an empty file made by someone else becomes private too
+            create_private(path)
+        elif path.stat().st_size == 0:
+            # a run killed as it made the file, or a file made empty beforehand: it becomes
+            # an empty database (resume: nothing to resume), private like a new one
+            create_private(path)
         self._batched = False
         # inside a batch: one time for its rows, and its events and model calls, inserted
         # as a few multi-row statements just before its COMMIT
