@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from durabatch import amend, config, discovery, money, names, reports
+from durabatch import __version__, amend, config, discovery, money, names, reports
 from durabatch.errors import DatabaseDamaged, DurabatchError, ExitCode, NotFinished, UsageError
 from durabatch.pricing import read_price_file
 from durabatch.render import (
@@ -48,7 +48,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(given: bool) -> None:
+    if given:
+        print(f"durabatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Durable batch LLM processing of documents: every step checkpointed, resumable."""
+
 
 DbOpt = Annotated[
     str | None,

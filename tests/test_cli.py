@@ -444,3 +444,12 @@ def test_an_api_key_with_a_trailing_newline_is_trimmed_and_one_with_spaces_refus
     result = invoke("run", str(sample_docs), env={"OPENAI_API_KEY": "sk abc"})
     assert result.exit_code == 2
     assert "OPENAI_API_KEY contains spaces" in result.stderr and "sk abc" not in result.output
+
+
+def test_version_and_short_help() -> None:
+    from durabatch import __version__
+
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.strip() == f"durabatch {__version__}"
+    short = CliRunner().invoke(app, ["status", "-h"])
+    assert short.exit_code == 0 and "status [OPTIONS]" in short.stdout

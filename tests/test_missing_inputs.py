@@ -4,13 +4,15 @@ folder moved) halts and fails none of them; once they are back, the run goes on.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from crashkit import EventLog, Workspace, of_type, signal_when
 
 DOCS = 40
 
 
-def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace) -> None:
+def interrupted_run(ws: Workspace) -> tuple[Path, str]:
+    """A run over ``inbox`` stopped by SIGTERM after two documents: its folder and id."""
     folder = ws.root / "inbox"
     folder.mkdir()
     for n in range(DOCS):
@@ -20,6 +22,11 @@ def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace
                 signal.SIGTERM)  # fmt: skip
     assert proc.wait(60) == 75, proc.describe()
     [run_id] = ws.run_ids()
+    return folder, run_id
+
+
+def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace) -> None:
+    folder, run_id = interrupted_run(ws)
     left = ws.status(run_id)["documents"]
     assert left["pending"] + left["running"] > 1, left
 
@@ -40,15 +47,7 @@ def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace
 
 
 def test_one_missing_document_is_that_documents_failure(ws: Workspace) -> None:
-    folder = ws.root / "inbox"
-    folder.mkdir()
-    for n in range(DOCS):
-        (folder / f"note_{n:02d}.txt").write_text(f"Note {n}: Alice Morgan met the board.")
-    proc = ws.spawn("run", "inbox", "--concurrency", "1")
-    signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "document_finished")) >= 2,
-                signal.SIGTERM)  # fmt: skip
-    assert proc.wait(60) == 75, proc.describe()
-    [run_id] = ws.run_ids()
+    folder, run_id = interrupted_run(ws)
     (folder / f"note_{DOCS - 1:02d}.txt").unlink()  # the last one, never started
     resumed = ws.cli("resume")
     assert resumed.popen.returncode == 1, resumed.describe()

@@ -21,11 +21,13 @@ def docs(ws: Workspace, count: int = 2) -> None:
 
 def test_a_concurrency_past_the_maximum_is_a_usage_error(ws: Workspace) -> None:
     docs(ws)
-    for given in (["--concurrency", "99999999999999999999"], []):
-        env = {} if given else {"DURABATCH_CONCURRENCY": "40000"}
+    for given, env, named in (
+        (["--concurrency", "99999999999999999999"], {}, "--concurrency"),
+        ([], {"DURABATCH_CONCURRENCY": "40000"}, "DURABATCH_CONCURRENCY"),
+    ):
         proc = ws.cli("run", "in", *given, env=env, timeout=30)
         assert proc.popen.returncode == 2, proc.describe()
-        assert "--concurrency must be at most 1024" in proc.stderr
+        assert f"{named} must be at most 1024" in proc.stderr
     assert ws.run_ids() == []  # refused before any run was made
     ok = ws.cli("run", "in", "--concurrency", "1024")
     assert ok.popen.returncode == 0, ok.describe()
