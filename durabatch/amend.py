@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 from durabatch.config import DEFAULTS, Settings
 from durabatch.errors import UsageError
+from durabatch.pricing import Price, PriceBook, parse_prices
 from durabatch.store.records import MODEL_STEPS, Run
 
 # the settings a session may change in a run it owns (the engine records each change)
@@ -49,37 +51,72 @@ def for_resume(
     """``kept``: the run's own settings; ``asked``: the model and endpoint flags given to
     resume; ``prices``: the user's prices now; ``answered(step)``: how many of the run's
     documents have an answer kept for that step. Returns the settings to resume with."""
-    given = {k: v for k, v in asked.items() if k in ENDPOINT and v}
+    new = _endpoint(run, kept, {k: v for k, v in asked.items() if k in ENDPOINT and v}, answered)
+    added = _missing_prices(run, kept, new, prices, note)
+    return replace(new, prices={**kept.prices, **added}) if added else new
+
+
+def _endpoint(run: Run, kept: Settings, given: Mapping[str, str],
+              answered: Callable[[str], int]) -> Settings:  # fmt: skip
+    """The run with the models and endpoint ``given``, if no answer it keeps is from the
+    ones they replace."""
     if given and kept.provider == "local":
         raise UsageError(
             f"run {run.id} runs on the embedded engine (provider local), which calls no "
             "model or endpoint: start a new run with --provider openai to use one"
         )
-    changes: dict[str, Any] = {k: v for k, v in given.items() if v != getattr(kept, k)}
+    swap: dict[str, Any] = {k: v for k, v in given.items() if v != getattr(kept, k)}
     if "model" in given:  # the model of every step, but for a step named on its own now
-        changes |= {k: None for k in ("summarize_model", "entities_model")
-                    if k not in given and getattr(kept, k)}  # fmt: skip
-    new = replace(kept, **changes)
-    for step in MODEL_STEPS:
-        if new.model_for(step) == kept.model_for(step) and new.base_url == kept.base_url:
+        swap |= {k: None for k in ("summarize_model", "entities_model")
+                 if k not in given and getattr(kept, k)}  # fmt: skip
+    new = replace(kept, **swap)
+    moved = [step for step in MODEL_STEPS if new.model_for(step) != kept.model_for(step)]
+    if new.base_url != kept.base_url:
+        moved = list(MODEL_STEPS)
+    counts = {step: answered(step) for step in moved}
+    for step, count in counts.items():
+        if not count:
             continue
-        count = answered(step)
-        if count:
-            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
-            raise UsageError(
-                f"run {run.id} already has {count} {step} answer(s) from "
-                f"{kept.model_for(step)}, and every document of a run is answered by one "
-                f"model, so `{flags}` cannot apply to it; start a new run with it "
-                f"(`durabatch cancel {run.id}` first: the new run reuses the text already "
-                "extracted)"
-            )
-    added = {name: price for name, price in prices.items()
-             if name.lower() not in {kept_name.lower() for kept_name in kept.prices}}  # fmt: skip
-    for name, price in prices.items():
-        own = next((v for k, v in kept.prices.items() if k.lower() == name.lower()), None)
-        if own is not None and own != price:
-            note(f"run {run.id} keeps its own price for {name} ({own}), not {price}: its spend "
-                 "so far was counted at it; start a new run to use another")  # fmt: skip
-    if added:
-        new = replace(new, prices={**kept.prices, **added})
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+        free = [f"--{other}-model" for other, n in counts.items() if not n]
+        alone = f"; {' and '.join(free)} alone can still change" if free else ""
+        raise UsageError(
+            f"run {run.id} already has {count} {step} answer(s) from {kept.model_for(step)}, "
+            f"and every document of a run is answered by one model, so `{flags}` cannot "
+            f"apply to it{alone}; or start a new run (`durabatch cancel {run.id}` first: "
+            "the new run reuses the text already extracted)"
+        )
     return new
+
+
+def _missing_prices(run: Run, kept: Settings, new: Settings, prices: Mapping[str, Any],
+                    note: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """The user's prices for the models the run would call with no price at all (not its
+    own, not the shipped table's); a different price for a model it does price is noted."""
+    if new.provider == "local" or not prices:
+        return {}
+    host = urlsplit(new.base_url).hostname if new.base_url else None
+    own = PriceBook(parse_prices(kept.prices, "the run's prices"), kept.price_provider)
+    offered = PriceBook(parse_prices(prices, "your prices"), kept.price_provider)
+    added: dict[str, Any] = {}
+    for model in sorted({new.model_for(step) for step in MODEL_STEPS}):
+        has, given = own.price(new.provider, host, model), offered.price(new.provider, host, model)
+        names = {model.lower(), model.lower().rsplit("/", 1)[-1]}
+        entries = {k: v for k, v in prices.items() if k.lower().rsplit("/", 1)[-1] in names
+                   or k.lower() in names}  # fmt: skip
+        if given is None:
+            continue
+        if not _complete(has):  # unknown, or a rate of it unknown: calls would be blind
+            added |= entries
+        elif _rates(given) != _rates(has):
+            note(f"run {run.id} keeps its price for {model} ({has.source}), not yours: its "
+                 "spend so far was counted at it; start a new run to use another")  # fmt: skip
+    return added
+
+
+def _complete(price: Price | None) -> TypeGuard[Price]:
+    return price is not None and price.input is not None and price.output is not None
+
+
+def _rates(price: Price) -> tuple[Any, ...]:
+    return price.input, price.output, price.cached_input

@@ -230,9 +230,11 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
     finally:
         # the run has stopped, and what it committed is final: a late signal (systemd's
         # to the whole group, a second Ctrl-C) must not change the exit code now, nor
-        # kill the process while it reports
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        # kill the process while it reports (only in the program itself: a test that
+        # calls this keeps its own handlers)
+        if _as_program:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         close = getattr(observer, "close", None)
         if close:
             close()
@@ -297,8 +299,7 @@ def _note_unused_endpoint(settings: config.Settings) -> None:
     read as that model's answers, for free)."""
     if settings.provider != "local":
         return
-    unused = [f"--{key.replace('_', '-')} {value}"
-              for key in ("base_url", "model", "summarize_model", "entities_model")
+    unused = [f"{key.replace('_', ' ')} {value}" for key in amend.ENDPOINT
               if (value := getattr(settings, key))]  # fmt: skip
     if unused:
         note(f"{', '.join(unused)}: not used, the provider is local (the embedded engine, "
@@ -342,7 +343,7 @@ def resume(
         user = _settings(
             db=db, concurrency=concurrency, grace=grace, extract_timeout=extract_timeout,
             read_timeout=read_timeout, no_cache=no_cache or None, watch_spot=watch_spot,
-            spot_base_url=spot_base_url, spot_interval=spot_interval,
+            spot_base_url=spot_base_url, spot_interval=spot_interval, max_cost=max_cost,
             prices=read_price_file(prices) if prices else None, **endpoint,
         )  # fmt: skip
         settings = user
@@ -362,7 +363,7 @@ def resume(
         settings = amend.for_resume(found, settings.with_run(found.settings), asked, user.prices,
                                     functools.partial(store.answered, found.id), note)  # fmt: skip
         if max_cost is not None:  # stored with the run (for every later resume too) once
-            settings = replace(settings, max_cost=max_cost)  # this session owns the run
+            settings = replace(settings, max_cost=user.max_cost)  # this session owns the run
         config.require_pdf_engine(settings, resuming=True)
         _finish(store, _process(store, found, settings))
 
@@ -730,7 +731,12 @@ def _no_stdout() -> None:
         note("standard output is closed: results are not printed (redirect it to a file)")
 
 
+_as_program = False  # set by main(): this process is the `durabatch` command
+
+
 def main() -> None:
+    global _as_program
+    _as_program = True
     # the engine installs its own drain handlers while it processes a run
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted_early)
@@ -740,8 +746,10 @@ def main() -> None:
     except BrokenPipeError:  # the reader went away (`events RUN | head`): not an error
         _stdout_to_devnull()
     except Exception as exc:  # a bug: say so in one line; DURABATCH_DEBUG=1 shows where
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
-            # the database's own write errors are StoreErrors by now: this is the output
+        if (isinstance(exc, OSError) and exc.filename is None
+                and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT)):  # fmt: skip
+            # a write with no file named: standard output (the database's own write errors
+            # are StoreErrors by now, and a file's carry its name)
             print(f"error: cannot write the output: {exc.strerror}; free space where it "
                   "goes, or send it elsewhere", file=sys.stderr)  # fmt: skip
             raise SystemExit(ExitCode.HALTED) from None

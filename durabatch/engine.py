@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from durabatch import amend, budget, discovery
+from durabatch import amend, budget, discovery, names
 from durabatch.budget import PaidCall
 from durabatch.config import Settings
 from durabatch.errors import (
@@ -276,17 +276,17 @@ class Engine:
         return self.draining.is_set()
 
     def _check_inputs(self, run: Run) -> None:
-        """Every unfinished document's file gone at once is a disk not mounted yet or a
+        """Every file still to be extracted gone at once is a disk not mounted yet or a
         folder moved, not so many bad documents: halt (exit 3) and fail none of them.
         Stops at the first file found, so a healthy resume looks at one."""
         missing, example = 0, ""
         for source in self.store.unfinished_sources(run.id):
-            if os.path.lexists(source):
-                return
+            if os.path.lexists(source) or names.undo(Path(source)) is not None:
+                return  # (a name that is not UTF-8 is stored written out: undo finds it)
             missing, example = missing + 1, example or source
         if missing >= 2:  # one document gone is that document's failure (missing)
             raise HaltError(
-                f"none of the {missing} unfinished documents of run {run.id} can be found "
+                f"none of the {missing} documents of run {run.id} still to extract can be found "
                 f"(e.g. {example}): is their disk mounted, or their folder moved? Put them "
                 f"back, then `durabatch resume`; to give them up, `durabatch cancel {run.id}`"
             )

@@ -41,3 +41,11 @@ def parse(value: str | float | None) -> Decimal | None:
     """Dollars written in an event: decimal text, or a float in older events, which
     rounding to the picodollar brings back to the exact amount."""
     return None if value is None else from_pico(to_pico(Decimal(str(value))))
+
+
+def digits(dollars: Decimal) -> str:
+    """Dollars to at least four decimals, and to the first that differs from zero below a
+    cent (a held amount of $0.00603 against $0.006 left must not read "$0.0060")."""
+    exponent = dollars.normalize().as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) else 0  # (not NaN or infinity)
+    return f"{dollars:.{min(max(places, 4), 8)}f}"

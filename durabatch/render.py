@@ -177,7 +177,10 @@ def run_detail(summary: dict[str, Any], *, full: bool = True) -> list[Any]:
     if owner:
         head.add_row("owner", f"pid {owner['pid']} on {owner['host']} since {owner['since']}")
     elif summary["status"] == RunStatus.RUNNING:  # its process was killed, or never started
-        head.add_row("owner", "none alive: `durabatch resume` continues the run")
+        if summary.get("cancel_requested"):
+            head.add_row("owner", "none alive; its cancel was asked for: it is not resumed")
+        else:
+            head.add_row("owner", "none alive: `durabatch resume` continues the run")
     parts: list[Any] = [head]
     if full:
         parts += [_steps_table(summary["steps"]), _sessions_table(summary)]

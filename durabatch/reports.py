@@ -112,6 +112,7 @@ def run_summary(store: Store, run: Run) -> dict[str, Any]:
         "steps": counts.by_step,
         "cost": cost_summary(store, run.id),
         "interruptions": run.interruptions,
+        "cancel_requested": run.cancel_requested,
         "owner": asdict(owner) if owner else None,
         "sessions": [asdict(s) for s in store.sessions(run.id)],
         "failures": _failures(store, run.id),
@@ -120,7 +121,12 @@ def run_summary(store: Store, run: Run) -> dict[str, Any]:
 
 
 def _failures(store: Store, run_id: str) -> list[dict[str, Any]]:
-    troubled = itertools.islice(store.documents(run_id, with_reason=True), MAX_FAILURES_LISTED)
+    """The documents that failed or were skipped, with why; those a cancel skipped are
+    counted (skipped) but not listed, one line each saying the same."""
+    troubled = itertools.islice(
+        (doc for doc in store.documents(run_id, with_reason=True) if doc.reason != "cancelled"),
+        MAX_FAILURES_LISTED,
+    )
     return [{"path": doc.path, "status": doc.status.value, "step": doc.step,
              "reason": doc.reason, "error": doc.error} for doc in troubled]  # fmt: skip
 

@@ -33,7 +33,7 @@ def test_a_missing_input_folder_halts_the_resume_and_fails_nothing(ws: Workspace
     folder.rename(ws.root / "elsewhere")  # the volume is not mounted yet
     halted = ws.cli("resume")
     assert halted.popen.returncode == 3, halted.describe()
-    assert f"none of the {left['pending'] + left['running']} unfinished documents" in halted.stderr
+    assert f"documents of run {run_id} still to extract can be found" in halted.stderr
     assert "durabatch cancel" in halted.stderr
     status = ws.status(run_id)
     assert status["status"] == "halted"
@@ -53,3 +53,23 @@ def test_one_missing_document_is_that_documents_failure(ws: Workspace) -> None:
     assert resumed.popen.returncode == 1, resumed.describe()
     documents = ws.status(run_id)["documents"]
     assert (documents["done"], documents["failed"]) == (DOCS - 1, 1)
+
+
+def test_documents_past_extract_need_no_file_and_do_not_halt_a_resume(ws: Workspace) -> None:
+    from fakeapi import FakeAPI, model_not_found
+
+    folder = ws.root / "inbox"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"note_{n}.txt").write_text(f"Note {n}: Alice Morgan met the board.")
+    with FakeAPI() as api:
+        api.on(lambda r: (r["json"] or {}).get("model") == "nosuch", model_not_found("nosuch"))
+        args = ["--provider", "openai", "--base-url", api.base_url,
+                "--summarize-model", "gpt-5.4-mini", "--entities-model", "nosuch"]  # fmt: skip
+        halted = ws.cli("run", "inbox", *args)
+        assert halted.popen.returncode == 3, halted.describe()
+        [run_id] = ws.run_ids()
+        folder.rename(ws.root / "elsewhere")  # gone, but every text is extracted already
+        fixed = ws.cli("resume", run_id, "--entities-model", "gpt-5.4-mini")
+        assert fixed.popen.returncode == 0, fixed.describe()
+    assert ws.status(run_id)["documents"]["done"] == 3

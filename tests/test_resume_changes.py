@@ -82,6 +82,7 @@ def test_a_model_that_answered_some_documents_is_not_swapped(ws: Workspace) -> N
         assert refused.popen.returncode == 2, refused.describe()
         assert f"{answered} summarize answer(s) from {GOOD}" in refused.stderr
         assert f"durabatch cancel {run_id}" in refused.stderr
+        assert "--entities-model alone can still change" in refused.stderr
         assert "Traceback" not in refused.stderr
         assert ws.status(run_id)["settings"]["entities_model"] == "gpt-nope"
 
@@ -145,7 +146,7 @@ def test_prices_from_a_file_on_resume_and_a_kept_price_stays(ws: Workspace) -> N
         [run_id] = ws.run_ids()
         fixed = ws.cli("resume", run_id, "--prices", "later.toml")
         assert fixed.popen.returncode == 0, fixed.describe()
-    assert "keeps its own price for known-model" in fixed.stderr
+    assert "keeps its price for known-model" in fixed.stderr
     prices = ws.status(run_id)["settings"]["prices"]
     assert prices == {"known-model": {"input": 1, "output": 1},
                       "mystery-model": {"input": 3, "output": 4}}  # fmt: skip
@@ -176,7 +177,7 @@ def test_the_embedded_engine_has_no_model_to_change_and_says_an_endpoint_is_unus
     with FakeAPI() as api:
         local = ws.cli("run", "in", "--base-url", api.base_url)  # --provider openai forgotten
         assert local.popen.returncode == 0, local.describe()
-        assert f"--base-url {api.base_url}: not used, the provider is local" in local.stderr
+        assert f"base url {api.base_url}: not used, the provider is local" in local.stderr
         assert api.completions() == []
     store = open_store(str(ws.db))  # a local run, created but not yet processed
     run_id = store.create_run(Settings().run_settings() | {"cwd": str(ws.root)}, ["in"]).id
@@ -185,3 +186,28 @@ def test_the_embedded_engine_has_no_model_to_change_and_says_an_endpoint_is_unus
     assert refused.popen.returncode == 2, refused.describe()
     assert "embedded engine (provider local)" in refused.stderr
     assert changed(ws) == []
+
+
+def test_a_model_priced_by_the_shipped_table_is_not_repriced_by_a_later_toml(
+    ws: Workspace,
+) -> None:
+    with FakeAPI() as api:
+        args = [*budgeted(api, GOOD), "--price-provider", "gmi",  # GMI's table prices GOOD
+                "--summarize-model", "mystery-model"]  # fmt: skip
+        halted = ws.cli(*args)
+        assert halted.popen.returncode == 3, halted.describe()
+        [run_id] = ws.run_ids()
+        (ws.root / "durabatch.toml").write_text(
+            f'[prices."{GOOD}"]\ninput = 99\noutput = 99\n'
+            '[prices."mystery-model"]\ninput = 3\noutput = 4\n'
+        )
+        fixed = ws.cli("resume", run_id)
+        assert fixed.popen.returncode == 0, fixed.describe()
+    assert f"keeps its price for {GOOD}" in fixed.stderr
+    assert changed(ws) == [{"prices": {"mystery-model": {"input": 3, "output": 4}}}]
+    charged = query(ws.db, "SELECT DISTINCT model, input_price FROM model_calls"
+                           " WHERE cost_pico IS NOT NULL ORDER BY model")  # fmt: skip
+    assert [(r["model"], r["input_price"]) for r in charged] == [
+        (GOOD, "0.40"),
+        ("mystery-model", "3"),
+    ]

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from crashkit import Workspace, clean_env, durabatch_bin
 
 
@@ -39,7 +40,7 @@ def test_a_negative_price_is_refused(ws: Workspace) -> None:
     proc = ws.cli("run", "in", "--provider", "openai", "--base-url", "http://127.0.0.1:9/v1",
                   "--model", "m", "--prices", "prices.toml")  # fmt: skip
     assert proc.popen.returncode == 2, proc.describe()
-    assert "price '-0.40' must be 0 or more" in proc.stderr or "must be 0 or more" in proc.stderr
+    assert "must be 0 or more dollars per 1M tokens" in proc.stderr
     assert ws.run_ids() == []
 
 
@@ -73,7 +74,7 @@ def test_a_model_given_to_the_embedded_engine_is_said_to_be_unused(ws: Workspace
     docs(ws)
     proc = ws.cli("run", "in", "--model", "gpt-4o")
     assert proc.popen.returncode == 0, proc.describe()
-    assert "--model gpt-4o: not used, the provider is local" in proc.stderr
+    assert "model gpt-4o: not used, the provider is local" in proc.stderr
 
 
 def _bare(ws: Workspace, *args: str, stdout: Any) -> subprocess.CompletedProcess[str]:
@@ -105,7 +106,9 @@ def test_output_that_cannot_be_written_never_strands_a_run(ws: Workspace) -> Non
     assert "standard output is closed" in shut.stderr and "internal error" not in shut.stderr
 
 
-def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(ws: Workspace) -> None:
+def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """systemd signals the whole group, and a second Ctrl-C can come just as a drained run
     reports: from the moment the run has stopped, SIGINT and SIGTERM are ignored (they
     went to the default action, 130 or 143, or to 'before any step started')."""
@@ -123,10 +126,12 @@ def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(ws: Wor
         # pytest's own handlers, put back after
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            monkeypatch.setattr(cli, "_as_program", True)  # as `durabatch` itself
             outcome = cli._process(store, run, settings)
             assert outcome.exit_code == 0
             assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
             assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)  # a late one: it changes nothing now
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -178,6 +183,13 @@ def test_odd_databases_are_refused_and_an_empty_file_becomes_a_private_one(ws: W
         assert "--db needs a file path" in proc.stderr
     assert not (ws.root / ":memory:").exists()
 
+    pipe = ws.root / "pipe.db"
+    os.mkfifo(pipe, 0o644)  # like /dev/null: never opened as a database, never chmodded
+    ws.db_file = pipe
+    fifo = ws.cli("status", timeout=30)
+    assert fifo.popen.returncode == 2 and "not a regular file" in fifo.stderr, fifo.describe()
+    assert pipe.stat().st_mode & 0o777 == 0o644
+
     (ws.root / "folder").mkdir()
     ws.db_file = ws.root / "folder"
     folder = ws.cli("status")
@@ -214,3 +226,18 @@ def test_a_cancelled_run_leaves_no_document_pending(ws: Workspace) -> None:
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert skipped and {r["reason"] for r in skipped} == {"cancelled"}
     assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_resume_checks_a_new_budget_like_run_does(ws: Workspace) -> None:
+    from durabatch.config import Settings
+    from durabatch.store import open_store
+
+    docs(ws)
+    store = open_store(str(ws.db))  # a run, created but not yet processed
+    run_id = store.create_run(Settings().run_settings() | {"cwd": str(ws.root)}, ["in"]).id
+    store.close()
+    for bad, says in (("nan", "must be a finite number"), ("-1", "must be at least 0")):
+        proc = ws.cli("resume", run_id, "--max-cost", bad)
+        assert proc.popen.returncode == 2, proc.describe()
+        assert f"--max-cost {says}" in proc.stderr
+    assert ws.status(run_id)["settings"]["max_cost"] is None

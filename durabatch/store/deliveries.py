@@ -43,7 +43,7 @@ class SQLiteDeliveries:
     def _check_running(self, owner: Owner, work: Work) -> None:
         raise NotImplementedError  # the store's own
 
-    def skip_unfinished(self, run_id: str) -> None:
+    def skip_unfinished(self, run_id: str, *, in_flight: bool = True) -> None:
         raise NotImplementedError  # the store's own
 
     def _upsert_delivery(self, run_id: str, doc_id: int, done: Delivered,
@@ -213,8 +213,8 @@ class SQLiteDeliveries:
                 data["status"] = RunStatus.CANCELLED
             if cursor.rowcount or data:
                 self._event(run_id, "cancel_requested", data)
-            if data:
-                self.skip_unfinished(run_id)
+            if data:  # a killed owner's in-flight steps wait for the session that takes over
+                self.skip_unfinished(run_id, in_flight=False)
 
     def delivery_counts(self, run_id: str) -> dict[str, int]:
         rows = self.conn.execute(

@@ -15,6 +15,7 @@ from durabatch.store.records import (
     Document,
     Event,
     SessionInfo,
+    Step,
     StepState,
     StepStatus,
 )
@@ -55,10 +56,12 @@ class SQLiteReads:
             yield doc_id, step, idx, json.loads(output)
 
     def unfinished_sources(self, run_id: str) -> Iterator[str]:
-        """The files of the run's documents not yet done, failed or skipped."""
+        """The files of the run's documents not yet done, failed or skipped that still
+        need them: their text is not extracted yet."""
         cursor = self.conn.execute(
-            "SELECT source FROM documents WHERE run_id = ? AND status IN (?, ?)",
-            (run_id, DocStatus.PENDING, DocStatus.RUNNING),
+            "SELECT source FROM documents WHERE run_id = ? AND status IN (?, ?)"
+            " AND (step IS NULL OR step = ?)",
+            (run_id, DocStatus.PENDING, DocStatus.RUNNING, Step.EXTRACT),
         )
         for (source,) in cursor:
             yield source

@@ -82,6 +82,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._targets: dict[str, bool] = {}  # run id -> has a deliver step
         if path.is_dir():
             raise UsageError(f"--db {path} is a folder; give a file: --db {path}/durabatch.db")
+        if path.exists() and not path.is_file():  # a device, a FIFO: never opened, never chmodded
+            raise UsageError(f"--db {path} is not a regular file; give a database file")
         if not path.exists():
             if not create:
                 raise UsageError(
@@ -529,9 +531,9 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                 raised = _next_budget(max(limit * 2, committed + amount))
                 left = max(limit - committed, Decimal(0))
                 raise BudgetReached(
-                    f"the budget of ${limit:g} is reached: ${_cents(committed)} spent or held, "
-                    f"${_cents(left)} left, and the next call could cost up to "
-                    f"${_cents(amount)}; raise it to continue: "
+                    f"the budget of ${limit:g} is reached: ${money.digits(committed)} spent or "
+                    f"held, ${money.digits(left)} left, and the next call could cost up to "
+                    f"${money.digits(amount)}; raise it to continue: "
                     f"`durabatch resume {doc.run_id} --max-cost {raised}`"
                 )
             self._note_call(work, call, amount, capped=True)
@@ -915,11 +917,14 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         data = {"attempt": attempt, "why": why, **(cost or {})}
         self._event(run_id, "step_abandoned", data, doc_id, step)
 
-    def skip_unfinished(self, run_id: str) -> None:
+    def skip_unfinished(self, run_id: str, *, in_flight: bool = True) -> None:
         """A cancelled run is never resumed: each document it had not finished ends
         ``skipped`` (``cancelled``), so every document of every run ends in a final state.
-        Inside the transaction that makes the run cancelled."""
-        unfinished = (run_id, DocStatus.PENDING, DocStatus.RUNNING)
+        Inside the transaction that makes the run cancelled. Without ``in_flight``, only
+        the documents no step of which is in flight: a killed owner's steps are put back
+        (their calls counted as lost) only by a session that takes the run over."""
+        statuses = (DocStatus.PENDING, DocStatus.RUNNING if in_flight else DocStatus.PENDING)
+        unfinished = (run_id, *statuses)
         where = "WHERE run_id = ? AND status IN (?, ?)"
         ids = [row[0] for row in self.conn.execute(f"SELECT id FROM documents {where}",
                                                    unfinished)]  # fmt: skip
@@ -1010,14 +1015,6 @@ def _overlap(mine: list[str], theirs: list[str]) -> bool:
         return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
     return any(inside(a, b) or inside(b, a) for a in mine for b in theirs)
-
-
-def _cents(dollars: Decimal) -> str:
-    """Dollars to at least four decimals, and to the first that differs from zero below a
-    cent (a held amount of $0.00603 against $0.006 left must not read "$0.0060")."""
-    exponent = dollars.normalize().as_tuple().exponent
-    places = -exponent if isinstance(exponent, int) else 0  # (not NaN or infinity)
-    return f"{dollars:.{min(max(places, 4), 8)}f}"
 
 
 def _next_budget(needed: Decimal) -> str:
