@@ -8,7 +8,7 @@ from pathlib import Path
 
 from crashkit import EventLog, Workspace, of_type, signal_when
 
-DOCS = 40
+DOCS = 300  # far more than run in the moment the SIGTERM takes to land
 
 
 def interrupted_run(ws: Workspace) -> tuple[Path, str]:

@@ -211,7 +211,7 @@ def test_a_cancelled_run_leaves_no_document_pending(ws: Workspace) -> None:
 
     from crashkit import EventLog, of_type, signal_when
 
-    docs(ws, 30)
+    docs(ws, 300)  # far more than run before the SIGTERM lands
     proc = ws.spawn("run", "in", "--concurrency", "1")
     signal_when(proc, EventLog(ws.db), lambda e: len(of_type(e, "document_finished")) >= 2,
                 signal.SIGTERM)  # fmt: skip
@@ -221,7 +221,7 @@ def test_a_cancelled_run_leaves_no_document_pending(ws: Workspace) -> None:
     assert cancelled.popen.returncode == 0, cancelled.describe()
     documents = ws.status(run_id)["documents"]
     assert documents["pending"] == documents["running"] == 0, documents
-    assert documents["done"] + documents["skipped"] == 30
+    assert documents["done"] + documents["skipped"] == 300
     rows = list(map(json.loads, ws.cli("export", run_id).stdout.splitlines()))
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert skipped and {r["reason"] for r in skipped} == {"cancelled"}
