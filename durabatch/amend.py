@@ -7,9 +7,9 @@ fixed and resumed, as the exit code promises:
   one model. ``--model`` is the model of every step not named on its own in the same
   command. Only flags do this: a durabatch.toml or an environment that changed since the
   run started never swaps a run's model under it;
-- a price (``[prices]`` in durabatch.toml, or ``--prices FILE``) for a model the run has
-  no price of its own for. A price the run already has stays: the run's spend so far was
-  counted at it.
+- a price (``[prices]`` in durabatch.toml, or ``--prices FILE``) for a model the run
+  cannot price: none of its own, none in the shipped table, or a rate of it unknown. A
+  price the run already has stays: the run's spend so far was counted at it.
 
 The engine writes the changes down (a ``settings_changed`` event) once it owns the run."""
 
@@ -78,7 +78,9 @@ def _endpoint(run: Run, kept: Settings, given: Mapping[str, str],
         if not count:
             continue
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
-        free = [f"--{other}-model" for other, n in counts.items() if not n]
+        # a step's own model can still change; a new endpoint is every step's
+        free = [] if "base_url" in swap else [f"--{other}-model" for other, n in counts.items()
+                                              if not n]  # fmt: skip
         alone = f"; {' and '.join(free)} alone can still change" if free else ""
         raise UsageError(
             f"run {run.id} already has {count} {step} answer(s) from {kept.model_for(step)}, "
@@ -104,7 +106,7 @@ def _missing_prices(run: Run, kept: Settings, new: Settings, prices: Mapping[str
         names = {model.lower(), model.lower().rsplit("/", 1)[-1]}
         entries = {k: v for k, v in prices.items() if k.lower().rsplit("/", 1)[-1] in names
                    or k.lower() in names}  # fmt: skip
-        if given is None:
+        if given is None or not entries:  # the user gave no price for this model
             continue
         if not _complete(has):  # unknown, or a rate of it unknown: calls would be blind
             added |= entries

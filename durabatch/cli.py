@@ -10,7 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
@@ -225,19 +225,32 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
     from durabatch.engine import process_run
 
     observer = _observer(run.id)
+    code: int | None = None  # the run's exit code, once it has stopped
     try:
-        return process_run(store, run, settings, observer)
+        outcome = process_run(store, run, settings, observer)
+        code = outcome.exit_code
+        return outcome
     finally:
         # the run has stopped, and what it committed is final: a late signal (systemd's
-        # to the whole group, a second Ctrl-C) must not change the exit code now, nor
-        # kill the process while it reports (only in the program itself: a test that
-        # calls this keeps its own handlers)
+        # to the whole group, a second Ctrl-C) exits at once, with the run's own code,
+        # not 130 or 143 (only in the program itself: a test keeps its own handlers)
         if _as_program:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_IGN)
+                signal.signal(sig, _exit_with(code))
         close = getattr(observer, "close", None)
         if close:
             close()
+
+
+def _exit_with(code: int | None) -> Callable[[int, FrameType | None], None]:
+    """A handler for a signal that comes once the run has stopped: leave now, with its
+    exit code (none yet: what was being raised decides, so the signal is ignored)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if code is not None:
+            os._exit(code)  # the report on stdout is cut short; the run's state is not
+
+    return handle
 
 
 @app.command()
@@ -332,7 +345,7 @@ def resume(
 
     A run keeps its models and prices. After a halt for an unknown model or endpoint,
     --model (or --summarize-model, --entities-model) and --base-url apply while no step
-    they answer is done; a price for a model the run has none for is taken from
+    they answer is done; a price for a model the run cannot price is taken from
     durabatch.toml [prices] or --prices FILE.
 
     Example: durabatch resume --model gpt-5.4-mini

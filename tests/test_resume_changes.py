@@ -12,6 +12,7 @@ from crashkit import Workspace, of_type, query
 from fakeapi import FakeAPI, model_not_found
 
 from durabatch.config import Settings
+from durabatch.errors import UsageError
 from durabatch.store import open_store
 
 GOOD = "gpt-5.4-mini"
@@ -211,3 +212,25 @@ def test_a_model_priced_by_the_shipped_table_is_not_repriced_by_a_later_toml(
         (GOOD, "0.40"),
         ("mystery-model", "3"),
     ]
+
+
+def test_prices_for_other_models_change_nothing_and_say_nothing() -> None:
+    from durabatch import amend
+    from durabatch.store.records import Run, RunStatus
+
+    kept = Settings(provider="openai", base_url="http://127.0.0.1:9/v1", model="known-model",
+                    prices={"known-model": {"input": 1, "output": 1}})  # fmt: skip
+    run = Run("r1", RunStatus.HALTED, kept.run_settings(), [], "t0", "t0", 0, True)
+    notes: list[str] = []
+    given = {"other-model": {"input": 5, "output": 5}}  # a toml written for another run
+    resumed = amend.for_resume(run, kept, {}, given, lambda step: 0, notes.append)
+    assert resumed.prices == kept.prices and notes == []
+    # the same model at another price: kept, and said
+    resumed = amend.for_resume(run, kept, {}, {"known-model": {"input": 9, "output": 9}},
+                               lambda step: 0, notes.append)  # fmt: skip
+    assert resumed.prices == kept.prices and len(notes) == 1 and "keeps its price" in notes[0]
+    # a new endpoint is every step's: no step flag is offered instead
+    with pytest.raises(UsageError) as refused:
+        amend.for_resume(run, kept, {"base_url": "http://127.0.0.1:8/v1"}, {},
+                         lambda step: 1 if step == "summarize" else 0, notes.append)  # fmt: skip
+    assert "alone can still change" not in refused.value.message

@@ -110,8 +110,9 @@ def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """systemd signals the whole group, and a second Ctrl-C can come just as a drained run
-    reports: from the moment the run has stopped, SIGINT and SIGTERM are ignored (they
-    went to the default action, 130 or 143, or to 'before any step started')."""
+    reports: from the moment the run has stopped, SIGINT and SIGTERM exit at once with the
+    run's own code (they went to the default action, 130 or 143, or to 'before any step
+    started', exit 75)."""
     import signal
 
     from durabatch import cli
@@ -129,9 +130,13 @@ def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(
             monkeypatch.setattr(cli, "_as_program", True)  # as `durabatch` itself
             outcome = cli._process(store, run, settings)
             assert outcome.exit_code == 0
-            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-            os.kill(os.getpid(), signal.SIGTERM)  # a late one: it changes nothing now
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                child = os.fork()  # the handler ends its process: try it in a copy
+                if child == 0:
+                    os.kill(os.getpid(), sig)  # a late signal, handled here...
+                    os._exit(99)  # ...so this line is never reached
+                _, status = os.waitpid(child, 0)
+                assert os.waitstatus_to_exitcode(status) == outcome.exit_code, sig
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
