@@ -70,9 +70,8 @@ def _endpoint(run: Run, kept: Settings, given: Mapping[str, str],
         swap |= {k: None for k in ("summarize_model", "entities_model")
                  if k not in given and getattr(kept, k)}  # fmt: skip
     new = replace(kept, **swap)
-    moved = [step for step in MODEL_STEPS if new.model_for(step) != kept.model_for(step)]
-    if new.base_url != kept.base_url:
-        moved = list(MODEL_STEPS)
+    moved = [step for step in MODEL_STEPS if new.base_url != kept.base_url
+             or new.model_for(step) != kept.model_for(step)]  # fmt: skip
     counts = {step: answered(step) for step in moved}
     for step, count in counts.items():
         if not count:
@@ -104,8 +103,7 @@ def _missing_prices(run: Run, kept: Settings, new: Settings, prices: Mapping[str
     for model in sorted({new.model_for(step) for step in MODEL_STEPS}):
         has, given = own.price(new.provider, host, model), offered.price(new.provider, host, model)
         names = {model.lower(), model.lower().rsplit("/", 1)[-1]}
-        entries = {k: v for k, v in prices.items() if k.lower().rsplit("/", 1)[-1] in names
-                   or k.lower() in names}  # fmt: skip
+        entries = {k: v for k, v in prices.items() if k.lower().rsplit("/", 1)[-1] in names}
         if given is None or not entries:  # the user gave no price for this model
             continue
         if not _complete(has):  # unknown, or a rate of it unknown: calls would be blind

@@ -359,8 +359,7 @@ def resume(
             spot_base_url=spot_base_url, spot_interval=spot_interval, max_cost=max_cost,
             prices=read_price_file(prices) if prices else None, **endpoint,
         )  # fmt: skip
-        settings = user
-        store = _store(settings)
+        store = _store(user)
         found = store.get_run(run_id) if run_id else store.latest_unfinished_run()
         if found is None:
             stderr_console().print("nothing to resume: every run in this database is finished")
@@ -368,12 +367,12 @@ def resume(
         _print_run_id(found.id)
         _refuse_cancelled(found)
         if found.finished:
-            _withdraw_owed(store, found, settings)
+            _withdraw_owed(store, found, user)
             stderr_console().print(f"run {found.id} is already finished", highlight=False)
             failed = store.counts(found.id).failed
             raise typer.Exit(ExitCode.FAILED_DOCUMENTS if failed else ExitCode.OK)
         asked = {key: getattr(user, key) for key, flag in endpoint.items() if flag is not None}
-        settings = amend.for_resume(found, settings.with_run(found.settings), asked, user.prices,
+        settings = amend.for_resume(found, user.with_run(found.settings), asked, user.prices,
                                     functools.partial(store.answered, found.id), note)  # fmt: skip
         if max_cost is not None:  # stored with the run (for every later resume too) once
             settings = replace(settings, max_cost=user.max_cost)  # this session owns the run

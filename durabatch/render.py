@@ -133,19 +133,7 @@ class RichObserver:
 
 
 def run_table(runs: list[dict[str, Any]]) -> Table:
-    rows = [
-        (
-            run["run_id"],
-            run["status"],
-            f"{run['documents']['done']}/{run['documents']['total']}",
-            str(run["documents"]["failed"]),
-            str(run["documents"]["skipped"]),
-            str(run["documents"]["pending"] + run["documents"]["running"]),
-            dollars(run["cost"]["total_usd"]),
-            str(run["interruptions"]),
-        )
-        for run in runs
-    ]
+    rows = [_run_row(run) for run in runs]
     table = Table(title="durabatch runs")
     # what matters never shrinks on a narrow terminal (80 columns): the run, its status,
     # how far it got and its cost; the other counts give way first
@@ -158,6 +146,13 @@ def run_table(runs: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _run_row(run: dict[str, Any]) -> tuple[str, ...]:
+    docs = run["documents"]
+    return (run["run_id"], run["status"], f"{docs['done']}/{docs['total']}", str(docs["failed"]),
+            str(docs["skipped"]), str(docs["pending"] + docs["running"]),
+            dollars(run["cost"]["total_usd"]), str(run["interruptions"]))  # fmt: skip
 
 
 def run_detail(summary: dict[str, Any], *, full: bool = True) -> list[Any]:

@@ -121,12 +121,9 @@ def run_summary(store: Store, run: Run) -> dict[str, Any]:
 
 
 def _failures(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The documents that failed or were skipped, with why; those a cancel skipped are
-    counted (skipped) but not listed, one line each saying the same."""
-    troubled = itertools.islice(
-        (doc for doc in store.documents(run_id, with_reason=True) if doc.reason != "cancelled"),
-        MAX_FAILURES_LISTED,
-    )
+    """The documents that failed or were skipped, with why (those a cancel skipped are
+    counted as skipped, not listed)."""
+    troubled = itertools.islice(store.documents(run_id, with_reason=True), MAX_FAILURES_LISTED)
     return [{"path": doc.path, "status": doc.status.value, "step": doc.step,
              "reason": doc.reason, "error": doc.error} for doc in troubled]  # fmt: skip
 

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from durabatch.errors import Reason
 from durabatch.money import from_pico
 from durabatch.store import queries
 from durabatch.store.records import (
@@ -28,11 +29,16 @@ class SQLiteReads:
         return queries.counts(self.conn, run_id)
 
     def documents(self, run_id: str, *, with_reason: bool = False) -> Iterator[Document]:
-        """A run's documents in discovery order; only those with a reason (failed,
-        skipped) when ``with_reason``, filtered in SQL rather than row by row here."""
-        where = " AND reason IS NOT NULL" if with_reason else ""
+        """A run's documents in discovery order; only those with a reason to show (failed,
+        skipped; not the many a cancel skipped, all for the same reason) when
+        ``with_reason``, filtered in SQL rather than row by row here."""
+        where, args = (
+            (" AND reason IS NOT NULL AND reason != ?", (Reason.CANCELLED,))
+            if with_reason
+            else ("", ())
+        )
         cursor = self.conn.execute(
-            f"SELECT * FROM documents WHERE run_id = ?{where} ORDER BY seq", (run_id,)
+            f"SELECT * FROM documents WHERE run_id = ?{where} ORDER BY seq", (run_id, *args)
         )
         for row in cursor:
             yield queries.document_from_row(row)
