@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from enum import StrEnum
@@ -576,6 +577,7 @@ def estimate(
 
 
 def _estimated(store: Store, settings: config.Settings, paths: list[str]) -> dict[str, Any]:
+    from durabatch.estimate import Interrupted
     from durabatch.estimate import estimate as estimate_run
     from durabatch.models import make_provider
 
@@ -583,14 +585,21 @@ def _estimated(store: Store, settings: config.Settings, paths: list[str]) -> dic
         if sys.stderr.isatty() and tally.total % 50 == 0:
             stderr_console().print(f"extracted {tally.total} documents...", highlight=False)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    stopping = threading.Event()
 
-    # unwound here, not by `_interrupted_early`, so the user hears that the text is kept
+    def stop(signum: int, frame: FrameType | None) -> None:
+        """The first signal stops the estimate between two documents; a second at once.
+        Nothing here raises: an exception thrown into the work could leave a lock held."""
+        if stopping.is_set():
+            os.write(2, f"{signal.Signals(signum).name} again: stopping now\n".encode())
+            os._exit(ExitCode.NOT_FINISHED)
+        stopping.set()
+
+    # stopped here, not by `_interrupted_early`, so the user hears that the text is kept
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return estimate_run(store, settings, make_provider(settings), paths, progress)
-    except KeyboardInterrupt:
+        return estimate_run(store, settings, make_provider(settings), paths, progress, stopping)
+    except Interrupted:
         raise NotFinished(
             "estimate interrupted; the text extracted so far is kept, so running it again "
             "continues where it stopped"

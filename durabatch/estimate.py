@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from durabatch.store import Store
 from durabatch.store.records import NewDocument
 from durabatch.tokens import CHARS_PER_TOKEN, approx_tokens
 
+STOP_POLL_SECONDS = 0.1  # how soon a wait for a parse notices a signal
 MARGIN = Decimal("0.25")  # the expected dollars are within this share of the real cost
 SUMMARY_TOKENS = 120  # the prompt asks for at most five sentences
 ENTITY_SHARE = 0.35  # entities JSON per token of text: ~1 entity per 25 words, ~12 tokens each
@@ -157,17 +159,23 @@ class Planner:
         }
 
 
+class Interrupted(Exception):
+    """``stopping`` was set (a signal): the estimate stopped between two documents."""
+
+
 def estimate(
     store: Store,
     settings: Settings,
     provider: Provider,
     paths: list[str],
     progress: Callable[[Tally], None] | None = None,
+    stopping: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Extract (or reuse) every document under ``paths`` and price what a run would send."""
+    """Extract (or reuse) every document under ``paths`` and price what a run would send.
+    Raises ``Interrupted`` soon after ``stopping`` is set; what was extracted is kept."""
     planner = Planner(settings, provider)
     tally = Tally()
-    for doc, text, failure in extract_all(store, settings, paths, tally):
+    for doc, text, failure in extract_all(store, settings, paths, tally, stopping):
         tally.total += 1
         if text is not None:
             planner.add(text)
@@ -182,18 +190,23 @@ def estimate(
 Outcome = tuple[NewDocument, str | None, dict[str, str] | None]
 
 
-def extract_all(store: Store, settings: Settings, paths: list[str],
-                tally: Tally) -> Iterator[Outcome]:  # fmt: skip
+def extract_all(store: Store, settings: Settings, paths: list[str], tally: Tally,
+                stopping: threading.Event | None = None) -> Iterator[Outcome]:  # fmt: skip
     """Each document's text: reused when the same bytes were extracted before, else
-    parsed in worker processes (several at once), then kept for the later run."""
+    parsed in worker processes (several at once), then kept for the later run.
+
+    ``stopping`` is looked at between documents and while parses are awaited, never by
+    an exception thrown into the middle of the work (a signal handler raising one could
+    land inside a lock's acquire and leave it held: the estimate then hung)."""
     docs = discovery.discover(paths, Path.cwd(), settings.include, settings.exclude,
                               ignore=store.own_files())  # fmt: skip
-    parsers = ParserPool(pdf_engine=settings.pdf_engine)
+    parsers = ParserPool(pdf_engine=settings.pdf_engine, stopping=stopping)
     pending: set[Future[_Parsed]] = set()
     workers = max(1, settings.concurrency)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="durabatch-estimate") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="durabatch-estimate") as pool:
+        try:
             for doc in docs:
+                _go_on(stopping)
                 reused = None if settings.no_cache else _reused(store, settings, doc)
                 if reused is not None:
                     tally.reused += 1
@@ -201,16 +214,30 @@ def extract_all(store: Store, settings: Settings, paths: list[str],
                     continue
                 pending.add(pool.submit(_parse, store.artifacts, settings, parsers, doc))
                 if len(pending) >= 2 * workers:  # a stream: memory stays flat
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    done, pending = _first_done(pending, stopping)
                     yield from _settled(store, settings, done, tally)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, pending = _first_done(pending, stopping)
                 yield from _settled(store, settings, done, tally)
-    finally:
-        for future in pending:
-            future.cancel()
-        parsers.kill_now()
-        parsers.close()
+        finally:  # before the pool waits for its threads: a parse in flight ends at once
+            for future in pending:
+                future.cancel()
+            parsers.kill_now()
+            parsers.close()
+
+
+def _go_on(stopping: threading.Event | None) -> None:
+    if stopping is not None and stopping.is_set():
+        raise Interrupted
+
+
+def _first_done(pending: _Parses, stopping: threading.Event | None) -> tuple[_Parses, _Parses]:
+    """Wait for a parse to finish, looking at ``stopping`` every tenth of a second."""
+    while True:
+        done, rest = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        _go_on(stopping)
+        if done:
+            return done, rest
 
 
 def _reused(store: Store, settings: Settings, doc: NewDocument) -> str | None:
@@ -229,6 +256,9 @@ class _Parsed:
     extracted: Extracted | None = None
     artifact: str = ""
     failure: dict[str, str] | None = None
+
+
+_Parses = set[Future[_Parsed]]  # parses handed to the thread pool
 
 
 def _parse(artifacts: ArtifactStore, settings: Settings, parsers: ParserPool,

@@ -3,6 +3,7 @@ extracts is kept, so the run that follows parses nothing again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query
+from crashkit import NOT_FINISHED, clean_env, durabatch_bin, note_text, query, slow_html
 from fakeapi import FakeAPI, realistic
 from typer.testing import CliRunner
 
@@ -187,6 +188,44 @@ def test_an_interrupted_estimate_says_its_text_is_kept(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == NOT_FINISHED, err
     assert "the text extracted so far is kept" in err and "Traceback" not in err, err
+
+
+def test_a_signal_during_a_long_parse_stops_the_estimate_at_once(tmp_path: Path) -> None:
+    """The first signal stops the estimate without waiting for the parse in flight (it
+    waited for it, seconds on a big page); a second one exits at once."""
+    docs = tmp_path / "slow"
+    docs.mkdir()
+    (docs / "slow.html").write_text(slow_html(40, "A slow page."))  # many seconds to parse
+    db = tmp_path / "e.db"
+    for signals in ([signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]):
+        proc = subprocess.Popen([durabatch_bin(), "estimate", str(docs), "--db", str(db)],
+                                cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not _parsing(proc.pid):  # a parser process has the page
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        sent = time.monotonic()
+        for sig in signals:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - sent < 5, err  # the parse alone takes far longer
+        assert proc.returncode == NOT_FINISHED, err
+        assert "Traceback" not in err, err
+        if len(signals) == 1:
+            assert "the text extracted so far is kept" in err
+
+
+def _parsing(pid: int) -> bool:
+    """The estimate ``pid`` has a parser process that is busy (using the CPU)."""
+    # a process started by a thread is listed as that thread's child
+    listed = Path(f"/proc/{pid}/task").glob("*/children")
+    for child in (c for path in listed for c in path.read_text().split()):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[11]) > 20:  # utime, in clock ticks: well past starting up
+                return True
+    return False
 
 
 def _extracted(db: Path) -> int:
