@@ -95,6 +95,9 @@ DISCOVERY_SLICE = 0.05  # seconds of walking before the loop commits what came b
 DISCOVERY_MIN = 64
 SECOND_SIGNAL_NOTE = "second signal: stopping now; resume picks up from the last commit"
 POLL_SECONDS = 0.2
+# the longest text whose embedded-engine steps run on the writer's thread (see _inline):
+# one piece of the engine's window, tens of milliseconds of work at most
+INLINE_CHARS = 16_000
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
@@ -190,6 +193,8 @@ class Engine:
         self._results: queue.Queue[Message] = queue.Queue()
         self._tasks: queue.Queue[Work | None] = queue.Queue()
         self._inflight: dict[int, Work] = {}
+        # the embedded engine's model steps run on this thread, between commits (see _inline)
+        self._local: collections.deque[Work] = collections.deque()
         self._handed: dict[int, float] = {}  # when each step in flight was handed out
         self._answered = -math.inf  # when a model last answered a step (monotonic)
         self._done: list[tuple[Work, StepResult]] = []  # results not yet committed
@@ -351,15 +356,21 @@ class Engine:
         )  # fmt: skip
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
-        while not self._stopping():
-            if found is not None and self._discover(run, found):
-                found = None
-            self._commit(owner, run)
-            if not self._inflight and found is None:
-                return
-            if found is None or not self._results.empty():
-                self._collect(owner)
-            self._beat(run, owner)
+        cache = None if self.settings.no_cache else self.store.reader()
+        try:
+            while not self._stopping():
+                if found is not None and self._discover(run, found):
+                    found = None
+                self._commit(owner, run)
+                if not self._inflight and found is None:
+                    return
+                self._run_local(owner, context, cache)
+                if (found is None and not self._done) or not self._results.empty():
+                    self._collect(owner)
+                self._beat(run, owner)
+        finally:
+            if cache is not None:
+                cache.close()
 
     def _commit(self, owner: Owner, run: Run | None = None) -> None:
         """Commit the results gathered so far, with the claims of each document's next
@@ -385,7 +396,10 @@ class Engine:
                 if claimed is not None:
                     self._inflight[claimed.document.id] = claimed
                     self._handed[claimed.document.id] = time.monotonic()
-                    self._tasks.put(claimed)
+                    if self._inline(claimed):
+                        self._local.append(claimed)
+                    else:
+                        self._tasks.put(claimed)
             for work, _ in done:
                 self.observer.step_done(work, "", None if self._next(work) else DocStatus.DONE)
 
@@ -425,6 +439,22 @@ class Engine:
             inputs.append(version)
         return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
+    def _inline(self, work: Work) -> bool:
+        """The embedded engine's model steps hold the GIL throughout, and on a short text
+        take a millisecond or so: on a worker thread, each would cost two hand-offs and a
+        fight for the GIL with this thread's commits. They run here instead, between
+        commits. A long text (one the engine answers in pieces, saving each) stays on a
+        worker, so that a drain's grace and its note never wait for it."""
+        return (self.provider.name == "local" and work.step in MODEL_STEPS
+                and work.text is not None and len(work.text) <= INLINE_CHARS)  # fmt: skip
+
+    def _run_local(self, owner: Owner, context: StepContext, cache: CacheLookups | None) -> None:
+        """The steps ``_inline`` keeps here; a drain starts none of those left (they are
+        given back with the steps in flight)."""
+        while self._local and not self.draining.is_set():
+            work = self._local.popleft()
+            self._handle(owner, self._step(work, context, cache, inline=owner))
+
     def _collect(self, owner: Owner) -> None:
         try:
             message = self._results.get(timeout=POLL_SECONDS)
@@ -461,8 +491,7 @@ class Engine:
                 message.done.set()
             return
         if isinstance(message, _Partial):
-            self._note_answers(message.calls)
-            self.store.save_partial(owner, work, message.index, message.output, message.calls)
+            self._save_partial(owner, work, message.index, message.output, message.calls)
             message.done.set()
             return
         del self._inflight[work.document.id]
@@ -541,8 +570,13 @@ class Engine:
             if cache is not None:
                 cache.close()
 
-    def _step(self, work: Work, context: StepContext, cache: CacheLookups | None) -> _Finished:
-        own = replace(context, checkpoint=functools.partial(self._checkpoint, work),
+    def _step(self, work: Work, context: StepContext, cache: CacheLookups | None,
+              inline: Owner | None = None) -> _Finished:  # fmt: skip
+        """One step, on a worker thread or (``inline``: this session's owner) on the
+        writer's own, where a long document's partial results are saved directly."""
+        checkpoint = (functools.partial(self._checkpoint, work) if inline is None
+                      else functools.partial(self._save_partial, inline, work))  # fmt: skip
+        own = replace(context, checkpoint=checkpoint,
                       intend=functools.partial(self._intend, work),
                       reuse=None if cache is None else cache.cached_extraction)  # fmt: skip
         guard = budget.Guard(functools.partial(self._guard, work), self._limit is not None)
@@ -595,6 +629,11 @@ class Engine:
         self._results.put(_Partial(work, index, output, calls, done))
         self._wait_for_writer(work, done)
 
+    def _save_partial(self, owner: Owner, work: Work, index: int, output: Any,
+                      calls: Sequence[CallRecord]) -> None:  # fmt: skip
+        self._note_answers(calls)
+        self.store.save_partial(owner, work, index, output, calls)
+
     def _wait_for_writer(self, work: Work, done: threading.Event) -> None:
         while not done.wait(POLL_SECONDS):
             if self._inflight.get(work.document.id) is not work:
@@ -608,7 +647,8 @@ class Engine:
         self._stopping()
         try:
             self._commit(owner)
-            while self._inflight and time.monotonic() < deadline:
+            # steps kept for this thread that it never started are not waited for
+            while len(self._inflight) > len(self._local) and time.monotonic() < deadline:
                 self._collect(owner)
                 self._commit(owner)
                 self._beat(run, owner)  # a long grace must not let the lease lapse

@@ -1,0 +1,73 @@
+"""The embedded engine's steps on short texts run on the writer's own thread, between
+commits (engine._inline). Real runs, real signals: a drain gives back what that thread
+had claimed but not started without waiting out the grace, and pieces of a text split by
+--max-input-tokens are still saved one by one."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from crashkit import (
+    NOT_FINISHED,
+    EventLog,
+    Workspace,
+    completed_more_than_once,
+    note_text,
+    of_type,
+    query,
+    signal_when,
+)
+
+NOTES = 300
+
+
+def _notes(root: Path, count: int) -> str:
+    folder = root / "notes"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"note_{i:03d}.txt").write_text(note_text(i), encoding="utf-8")
+    return "notes"
+
+
+def test_a_drain_gives_back_unstarted_inline_steps_at_once(ws: Workspace) -> None:
+    """SIGTERM in the middle of 300 short notes at --concurrency 16 (up to 16 steps
+    claimed for the writer's thread at a time): the run stops well inside a 60 s grace,
+    nothing is left running, verify passes, and resume finishes every note with no step
+    done twice."""
+    log = EventLog(ws.db)
+    proc = ws.spawn("run", _notes(ws.root, NOTES), "--concurrency", "16", "--grace", "60")
+    signal_when(proc, log, lambda events: len(of_type(events, "step_completed")) >= 60,
+                signal.SIGTERM)  # fmt: skip
+    sent = time.monotonic()
+    assert proc.wait(90) == NOT_FINISHED, proc.describe()
+    assert time.monotonic() - sent < 30, "steps never started must not wait out the grace"
+    assert "Traceback" not in proc.stderr
+    [run_id] = ws.run_ids()
+    status = ws.status(run_id)
+    assert status["status"] == "interrupted"
+    assert status["documents"]["running"] == 0
+    assert status["documents"]["done"] < NOTES, "the signal came too late to test anything"
+    assert ws.verify(run_id).popen.returncode == 0
+
+    resumed = ws.cli("resume", run_id, timeout=120)
+    assert resumed.popen.returncode == 0, resumed.describe()
+    assert ws.status(run_id)["documents"]["done"] == NOTES
+    assert completed_more_than_once(ws.events()) == {}
+    assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_a_short_text_split_into_pieces_saves_each_piece(ws: Workspace) -> None:
+    """--max-input-tokens small enough to split a short note: its pieces are saved as
+    they are answered (partial_saved events), and the note ends done."""
+    proc = ws.cli("run", _notes(ws.root, 2), "--max-input-tokens", "150", timeout=60)
+    assert proc.popen.returncode == 0, proc.describe()
+    saved = of_type(ws.events(), "partial_saved")
+    assert {(e.doc_id, e.step) for e in saved} >= {(1, "summarize"), (2, "summarize")}
+    assert [row["status"] for row in query(ws.db, "SELECT status FROM documents")] == [
+        "done",
+        "done",
+    ]
+    [run_id] = ws.run_ids()
+    assert ws.verify(run_id).popen.returncode == 0
