@@ -356,7 +356,7 @@ class Engine:
         )  # fmt: skip
         for _ in range(self.settings.concurrency):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
-        cache = None if self.settings.no_cache else self.store.reader()
+        cache = None if self.settings.no_cache else self.store.reader(on_writer=True)
         try:
             while not self._stopping():
                 if found is not None and self._discover(run, found):

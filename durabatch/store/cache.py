@@ -64,9 +64,15 @@ class CacheReader(SQLiteCache):
     """The cache lookups on a read-only connection of their own, for one thread; it is
     opened at the first lookup, so a failure to open is that lookup's error."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection | None = None) -> None:
+        """``conn``: the writer's own connection, for lookups on its own thread between
+        its transactions (its pages are cached, as a reader's are not after each commit);
+        it stays open when this closes."""
         self.path = path
-        self.opened = False
+        self.opened = conn is not None
+        self.owned = conn is None
+        if conn is not None:
+            self.conn = conn
 
     def cached_step(self, cache_key: str) -> CachedStep | None:
         with self._reading():
@@ -92,5 +98,5 @@ class CacheReader(SQLiteCache):
             ) from exc
 
     def close(self) -> None:
-        if self.opened:
+        if self.opened and self.owned:
             self.conn.close()

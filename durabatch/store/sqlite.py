@@ -136,9 +136,10 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         suffixes = ("", "-wal", "-shm", "-journal")
         return [self.path.with_name(self.path.name + s) for s in suffixes] + [self.files]
 
-    def reader(self) -> CacheReader:
-        """The cache lookups on a connection of their own: one per worker thread."""
-        return CacheReader(self.path)
+    def reader(self, *, on_writer: bool = False) -> CacheReader:
+        """The cache lookups on a connection of their own: one per worker thread; or
+        (``on_writer``) on the writer's, for steps the writer's thread runs itself."""
+        return CacheReader(self.path, self.conn if on_writer else None)
 
     def close(self) -> None:
         self.locks.drop_all()
