@@ -99,6 +99,7 @@ POLL_SECONDS = 0.2
 # the longest text whose embedded-engine steps run on the writer's thread (see _inline):
 # one piece of the engine's window, tens of milliseconds of work at most
 INLINE_CHARS = 16_000
+LOCAL_SLICE = 0.05  # seconds of those steps before the loop commits and beats again
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
     Step.SUMMARIZE: summarize.run,
@@ -366,7 +367,8 @@ class Engine:
                 if not self._inflight and found is None:
                     return
                 self._run_local(owner, context, cache)
-                if (found is None and not self._done) or not self._results.empty():
+                idle = not self._done and not self._local  # nothing to commit or run here
+                if (found is None and idle) or not self._results.empty():
                     self._collect(owner)
                 self._beat(run, owner)
         finally:
@@ -450,9 +452,12 @@ class Engine:
                 and work.text is not None and len(work.text) <= INLINE_CHARS)  # fmt: skip
 
     def _run_local(self, owner: Owner, context: StepContext, cache: CacheLookups | None) -> None:
-        """The steps ``_inline`` keeps here; a drain starts none of those left (they are
-        given back with the steps in flight)."""
-        while self._local and not self.draining.is_set():
+        """The steps ``_inline`` keeps here, for ``LOCAL_SLICE`` seconds at most: then the
+        loop commits what they gave and keeps the lease alive (at --concurrency 1024 the
+        lot could take longer than the lease). A drain starts none of those left (they
+        are given back with the steps in flight)."""
+        ends = time.monotonic() + LOCAL_SLICE
+        while self._local and not self.draining.is_set() and time.monotonic() < ends:
             work = self._local.popleft()
             self._handle(owner, self._step(work, context, cache, inline=owner))
 

@@ -5,7 +5,9 @@ had claimed but not started without waiting out the grace, and pieces of a text 
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -17,17 +19,22 @@ from crashkit import (
     note_text,
     of_type,
     query,
+    sigkill_when,
     signal_when,
 )
 
 NOTES = 300
 
 
-def _notes(root: Path, count: int) -> str:
+def _notes(root: Path, count: int, chars: int = 0) -> str:
+    """``count`` notes, each of one note's text or (``chars``) of as many as fit."""
     folder = root / "notes"
     folder.mkdir()
     for i in range(count):
-        (folder / f"note_{i:03d}.txt").write_text(note_text(i), encoding="utf-8")
+        text = note_text(i)
+        while len(text) + len(note_text(i)) + 1 < chars:
+            text += "\n" + note_text(i * 100 + len(text) % 97)
+        (folder / f"note_{i:03d}.txt").write_text(text, encoding="utf-8")
     return "notes"
 
 
@@ -71,3 +78,28 @@ def test_a_short_text_split_into_pieces_saves_each_piece(ws: Workspace) -> None:
     ]
     [run_id] = ws.run_ids()
     assert ws.verify(run_id).popen.returncode == 0
+
+
+def test_a_long_queue_of_inline_steps_keeps_the_lease_alive(ws: Workspace) -> None:
+    """A resume at --concurrency 1024 of 120 notes of almost 16,000 characters, all of
+    them extracted before a kill -9, claims their summarize steps at once: a queue of
+    inline steps of tens of milliseconds each. The writer's thread stops every
+    LOCAL_SLICE to commit and renew the lease (2 s here), which never lapses: a lapsed
+    lease tells `cancel` and `status` that nobody owns the run."""
+    inputs = _notes(ws.root, 120, chars=15_500)
+    log = EventLog(ws.db)
+    first = ws.spawn("run", inputs, "--concurrency", "1024")
+    sigkill_when(first, log, lambda events: sum(1 for e in of_type(events, "step_completed")
+                                                if e.step == "extract") >= 120)  # fmt: skip
+    [run_id] = ws.run_ids()
+    assert ws.status(run_id)["documents"]["done"] < 60, "too few left to queue"
+
+    proc = ws.spawn("resume", run_id, "--concurrency", "1024", env={"DURABATCH_LEASE_TTL": "2"})
+    lapsed = 0.0
+    while proc.popen.poll() is None:
+        with contextlib.suppress(sqlite3.Error):  # busy for a moment
+            rows = query(ws.db, "SELECT lease_expires FROM runs WHERE lease_expires IS NOT NULL")
+            lapsed = max([lapsed, *(time.time() - row[0] for row in rows)])
+        time.sleep(0.05)
+    assert proc.wait(60) == 0, proc.describe()
+    assert lapsed <= 0, f"the lease lapsed for {lapsed:.1f}s while the run was alive"
