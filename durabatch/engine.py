@@ -97,8 +97,10 @@ DISCOVERY_MIN = 64
 SECOND_SIGNAL_NOTE = "second signal: stopping now; resume picks up from the last commit"
 POLL_SECONDS = 0.2
 # the longest text whose embedded-engine steps run on the writer's thread (see _inline):
-# one piece of the engine's window, tens of milliseconds of work at most
+# one piece of the engine's window (unless --max-input-tokens is smaller), tens of
+# milliseconds of work at most
 INLINE_CHARS = 16_000
+INLINE_REHASH_BYTES = 1 << 20  # ... and the largest file it hashes again there
 LOCAL_SLICE = 0.05  # seconds of those steps before the loop commits and beats again
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
@@ -197,6 +199,10 @@ class Engine:
         self._inflight: dict[int, Work] = {}
         # the embedded engine's model steps run on this thread, between commits (see _inline)
         self._local: collections.deque[Work] = collections.deque()
+        # ... and those on workers one at a time: they compute under the GIL, so more at once
+        # gain nothing, and at --concurrency 1024 they left this thread waiting so long for
+        # the GIL at every statement that the lease lapsed
+        self._computing = threading.Lock()
         self._handed: dict[int, float] = {}  # when each step in flight was handed out
         self._answered = -math.inf  # when a model last answered a step (monotonic)
         self._done: list[tuple[Work, StepResult]] = []  # results not yet committed
@@ -366,8 +372,10 @@ class Engine:
                 self._commit(owner, run)
                 if not self._inflight and found is None:
                     return
-                self._run_local(owner, context, cache)
-                idle = not self._done and not self._local  # nothing to commit or run here
+                # nothing ran here, and nothing is left to commit or run here (a step that
+                # failed here freed a slot: the next turn claims for it without waiting)
+                ran = self._run_local(owner, context, cache)
+                idle = not ran and not self._done and not self._local
                 if (found is None and idle) or not self._results.empty():
                     self._collect(owner)
                 self._beat(run, owner)
@@ -444,22 +452,32 @@ class Engine:
 
     def _inline(self, work: Work) -> bool:
         """The embedded engine's model steps hold the GIL throughout, and on a short text
-        take a millisecond or so: on a worker thread, each would cost two hand-offs and a
-        fight for the GIL with this thread's commits. They run here instead, between
-        commits. A long text (one the engine answers in pieces, saving each) stays on a
-        worker, so that a drain's grace and its note never wait for it."""
-        return (self.provider.name == "local" and work.step in MODEL_STEPS
-                and work.text is not None and len(work.text) <= INLINE_CHARS)  # fmt: skip
+        take milliseconds (tens at most): on a worker thread, each would cost two
+        hand-offs and a fight for the GIL with this thread's commits. They run here
+        instead, between commits. A long text stays on a worker, and so does a step that
+        first hashes a large file again (``recheck``: the first step of a document in
+        this session; a 100 MB file on a slow disk takes seconds), so that neither a
+        drain's grace nor its note nor the lease waits for them."""
+        rehash = work.recheck and work.document.size > INLINE_REHASH_BYTES
+        return (self._embedded(work) and not rehash and work.text is not None
+                and len(work.text) <= INLINE_CHARS)  # fmt: skip
 
-    def _run_local(self, owner: Owner, context: StepContext, cache: CacheLookups | None) -> None:
+    def _embedded(self, work: Work) -> bool:
+        """A model step of the embedded engine: Python computing, under the GIL."""
+        return self.provider.name == "local" and work.step in MODEL_STEPS
+
+    def _run_local(self, owner: Owner, context: StepContext, cache: CacheLookups | None) -> int:
         """The steps ``_inline`` keeps here, for ``LOCAL_SLICE`` seconds at most: then the
         loop commits what they gave and keeps the lease alive (at --concurrency 1024 the
         lot could take longer than the lease). A drain starts none of those left (they
-        are given back with the steps in flight)."""
-        ends = time.monotonic() + LOCAL_SLICE
+        are given back with the steps in flight, and it does not wait for them). Returns
+        how many ran."""
+        ran, ends = 0, time.monotonic() + LOCAL_SLICE
         while self._local and not self.draining.is_set() and time.monotonic() < ends:
             work = self._local.popleft()
             self._handle(owner, self._step(work, context, cache, inline=owner))
+            ran += 1
+        return ran
 
     def _collect(self, owner: Owner) -> None:
         try:
@@ -594,7 +612,9 @@ class Engine:
             hit = cache.cached_step(key) if cache is not None and key is not None else None
             if key is not None and hit is not None:
                 return _Finished(work, result=_from_cache(key, hit))
-            result = STEPS[work.step](work, own)
+            one_at_a_time = inline is None and self._embedded(work)
+            with self._computing if one_at_a_time else contextlib.nullcontext():
+                result = STEPS[work.step](work, own)
             if key is not None:
                 result = replace(result, cache_key=key)
             return _Finished(work, result=result)

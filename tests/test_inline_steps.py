@@ -11,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from crashkit import (
     NOT_FINISHED,
     EventLog,
@@ -80,13 +81,16 @@ def test_a_short_text_split_into_pieces_saves_each_piece(ws: Workspace) -> None:
     assert ws.verify(run_id).popen.returncode == 0
 
 
-def test_a_long_queue_of_inline_steps_keeps_the_lease_alive(ws: Workspace) -> None:
-    """A resume at --concurrency 1024 of 120 notes of almost 16,000 characters, all of
-    them extracted before a kill -9, claims their summarize steps at once: a queue of
-    inline steps of tens of milliseconds each. The writer's thread stops every
-    LOCAL_SLICE to commit and renew the lease (2 s here), which never lapses: a lapsed
-    lease tells `cancel` and `status` that nobody owns the run."""
-    inputs = _notes(ws.root, 120, chars=15_500)
+@pytest.mark.parametrize("chars", [15_500, 20_000], ids=["inline", "on-workers"])
+def test_many_embedded_steps_at_once_keep_the_lease_alive(ws: Workspace, chars: int) -> None:
+    """A resume at --concurrency 1024 of 120 notes, all of them extracted before a
+    kill -9, claims their summarize steps at once, each tens of milliseconds of Python.
+    Notes of up to 16,000 characters queue on the writer's thread, which stops every
+    LOCAL_SLICE to commit and renew the lease; longer ones go to workers, which compute
+    one at a time (1,024 of them at once kept the writer waiting for the GIL at every
+    statement). The lease (2 s here) never lapses: a lapsed lease tells `cancel` and
+    `status` that nobody owns the run."""
+    inputs = _notes(ws.root, 120, chars=chars)
     log = EventLog(ws.db)
     first = ws.spawn("run", inputs, "--concurrency", "1024")
     sigkill_when(first, log, lambda events: sum(1 for e in of_type(events, "step_completed")
