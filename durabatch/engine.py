@@ -372,9 +372,10 @@ class Engine:
                 self._commit(owner, run)
                 if not self._inflight and found is None:
                     return
-                # nothing ran here, and nothing is left to commit or run here (a step that
-                # failed here freed a slot: the next turn claims for it without waiting)
                 ran = self._run_local(owner, context, cache)
+                # wait for the workers only when this thread has nothing to do: nothing ran
+                # here (a step that failed here freed a slot, claimed on the next turn),
+                # nothing to commit, nothing queued
                 idle = not ran and not self._done and not self._local
                 if (found is None and idle) or not self._results.empty():
                     self._collect(owner)
@@ -597,7 +598,8 @@ class Engine:
     def _step(self, work: Work, context: StepContext, cache: CacheLookups | None,
               inline: Owner | None = None) -> _Finished:  # fmt: skip
         """One step, on a worker thread or (``inline``: this session's owner) on the
-        writer's own, where a long document's partial results are saved directly."""
+        writer's own, which saves the pieces of a text split by --max-input-tokens
+        itself."""
         checkpoint = (functools.partial(self._checkpoint, work) if inline is None
                       else functools.partial(self._save_partial, inline, work))  # fmt: skip
         own = replace(context, checkpoint=checkpoint,

@@ -61,8 +61,9 @@ class SQLiteCache:
 
 
 class CacheReader(SQLiteCache):
-    """The cache lookups on a read-only connection of their own, for one thread; it is
-    opened at the first lookup, so a failure to open is that lookup's error."""
+    """The cache lookups on a read-only connection of their own, for one thread (or on
+    the writer's: see ``__init__``); it is opened at the first lookup, so a failure to
+    open is that lookup's error."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection | None = None) -> None:
         """``conn``: the writer's own connection, for lookups on its own thread between
