@@ -314,14 +314,31 @@ try:
     main()
 except SystemExit:
     pass
-wal = sys.argv[sys.argv.index("--db") + 1] + "-wal"  # measured before exit closes it
+db = sys.argv[sys.argv.index("--db") + 1]
+wal = db + "-wal"  # measured before exit closes it
 print("wal-bytes", __import__("os").path.getsize(wal), flush=True)
+# which table or index each page written belongs to (SQLite's dbstat), counted once a commit
+owner = dict((page, name) for name, page in sqlite3.connect(db).execute(
+    "SELECT name, pageno FROM dbstat"))
+data = open(wal, "rb").read()
+size = int.from_bytes(data[8:12], "big")
+pages, seen, at = {}, set(), 32
+while at + 24 + size <= len(data):
+    seen.add(int.from_bytes(data[at:at + 4], "big"))
+    if int.from_bytes(data[at + 4:at + 8], "big"):  # a commit's last frame
+        for page in seen:
+            pages[owner.get(page, "?")] = pages.get(owner.get(page, "?"), 0) + 1
+        seen = set()
+    at += 24 + size
+for name, count in pages.items():
+    print("wal-pages", name, count, flush=True)
 """
 
 
-def pages_per_step(folder: Path, work: Path, docs: int) -> float:
+def pages_per_step(folder: Path, work: Path, docs: int) -> tuple[float, dict[str, float]]:
     """Pages a step's commit writes at concurrency 1: WAL frames over steps, checkpoints off
-    (discovery's and the run's own few commits are counted too, so it errs high)."""
+    (discovery's and the run's own few commits are counted too, so it errs high); and, by
+    table and index, the pages of each a step's commit writes (each page once a commit)."""
     db = work / "pages.db"
     argv = [sys.executable, "-c", PAGES_SCRIPT, "run", str(folder), "--db", str(db),
             "--concurrency", "1", "--no-cache"]  # fmt: skip
@@ -330,7 +347,10 @@ def pages_per_step(folder: Path, work: Path, docs: int) -> float:
     if done.returncode != 0 or not sizes:
         sys.exit(f"the pages-per-step run failed ({done.returncode}):\n{done.stderr[-2000:]}")
     (page_size,) = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()
-    return (int(sizes[0]) - 32) / (page_size + 24) / (docs * STEPS_PER_DOC)
+    steps = docs * STEPS_PER_DOC
+    where = {line.split()[1]: int(line.split()[2]) / steps
+             for line in done.stdout.splitlines() if line.startswith("wal-pages")}  # fmt: skip
+    return (int(sizes[0]) - 32) / (page_size + 24) / steps, where
 
 
 def floor_pages(work: Path, pages: int, commits: int, round_: int = 0) -> float:
@@ -389,7 +409,7 @@ def main() -> None:
         make_docs(folder, args.docs)
         (work / "empty").mkdir()
         sample = min(args.docs, 300)
-        pages = pages_per_step(folder_of(folder, work, sample), work, sample)
+        pages, where = pages_per_step(folder_of(folder, work, sample), work, sample)
         found = answers(folder, work)
         for n in range(args.rounds):  # each round measures everything once, side by side
             plain_s.append(plain(folder))
@@ -410,6 +430,9 @@ def main() -> None:
     print(f"a step's commit writes {pages:.1f} pages (at concurrency 1); one fsynced commit of "
           f"{round(pages)} pages: {spread(page_floor_s, 1e6, 0)} us, "
           f"{spread(to_one_row).strip()} x the floor")  # fmt: skip
+    ranked = sorted(where.items(), key=lambda item: -item[1])
+    print("  by table and index: " + ", ".join(f"{name} {count:.1f}" for name, count in ranked
+                                               if count >= 0.05))  # fmt: skip
     met = True
     for level, runs in durable_s.items():
         rounds = list(zip(runs, plain_s, start_s, floor_s, strict=True))

@@ -610,8 +610,8 @@ class Engine:
         try:
             if work.recheck:  # the file is checked before any earlier answer is reused
                 _same_source(work, self.settings.max_bytes)
-            key = self._cache_key(work)
-            hit = cache.cached_step(key) if cache is not None and key is not None else None
+            key, content = self._cache_key(work), work.document.sha256
+            hit = cache.cached_step(key, content) if cache and key and content else None
             if key is not None and hit is not None:
                 return _Finished(work, result=_from_cache(key, hit))
             one_at_a_time = inline is None and self._embedded(work)

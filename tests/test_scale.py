@@ -229,11 +229,15 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
         reports.run_summary(store, store.get_run(run_id))
         store.pending_documents(run_id, 4)  # type: ignore[attr-defined]
         # a re-run over the same files answers every step from the cache
-        (key,) = query(ws.db, "SELECT cache_key FROM steps WHERE step = 'summarize' LIMIT 1")[0]
-        assert store.cached_step(key) is not None
-        store.cached_extraction(key)
+        key, content = query(
+            ws.db,
+            "SELECT s.cache_key, d.sha256 FROM steps s JOIN documents d"
+            " ON d.id = s.doc_id WHERE s.step = 'summarize' LIMIT 1",
+        )[0]
+        assert store.cached_step(key, content) is not None
+        store.cached_extraction(key, content)
         store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
-        scans = {}
+        scans, by_content = {}, []
         for sql in {s for s in seen if s.lstrip().upper().startswith("SELECT")}:
             plan = store.conn.execute(  # type: ignore[attr-defined]
                 f"EXPLAIN QUERY PLAN {sql}"
@@ -241,6 +245,9 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
             found = [row[3] for row in plan if row[3].startswith("SCAN ")]
             if found:
                 scans[sql] = found
+            if "cache_key" in sql:  # earlier answers: through their content's hash
+                by_content.append(any("documents_content" in row[3] for row in plan))
     finally:
         store.close()
     assert seen and scans == {}
+    assert by_content == [True, True]

@@ -84,14 +84,14 @@ def test_a_workers_reader_sees_committed_answers_only_and_never_makes_a_database
     assert nxt is not None
     with store.batch():  # as the engine commits: events and calls go in before COMMIT
         store.complete_step(owner, nxt, StepResult("hello", cache_key="k1", calls=(call(),)))
-        assert reader.cached_step("k1") is None  # not committed yet
-    hit = reader.cached_step("k1")
+        assert reader.cached_step("k1", "ab" * 32) is None  # not committed yet
+    hit = reader.cached_step("k1", "ab" * 32)
     assert hit is not None and hit.output == "hello" and hit.source.startswith(run_id)
     assert verify(store, run_id) == []
     reader.close()
     moved = tmp_path / "moved.db"
     with pytest.raises(StoreError, match="cannot read earlier answers"):
-        CacheReader(moved).cached_step("k1")
+        CacheReader(moved).cached_step("k1", "ab" * 32)
     assert not moved.exists()
 
 
@@ -197,7 +197,7 @@ def test_migrations_are_named_and_applied_once(tmp_path: Path) -> None:
         "m005_reservations", "m006_step_cache", "m007_exact_dollars", "m008_extractions",
         "m009_calls_in_flight", "m010_texts", "m011_deliveries", "m012_status_indexes",
         "m013_call_lookup", "m014_delivery_undo", "m015_delivery_generations",
-        "m016_lost_call_bounds",
+        "m016_lost_call_bounds", "m017_cheaper_step_record",
     ]  # fmt: skip
     assert mode == ("wal",)
 
@@ -255,6 +255,38 @@ def test_float_dollars_of_an_older_database_become_exact_picodollars(tmp_path: P
     store = open_store(tmp_path)
     (row,) = store.spend("r")
     assert row["cost_usd"] == Decimal("0.0000009")  # 3 x $0.0000003, no drift
+
+
+def test_answers_kept_before_m017_are_still_found_by_their_content(tmp_path: Path) -> None:
+    """m017 finds earlier answers through the document's content hash instead of each
+    step's own key: answers a database kept before it are found the same way, through
+    the new index, and an answer of other content with the same key is not."""
+    db = Database(tmp_path / "s.db")
+    migrations.apply(db, stop_before="m017_cheaper_step_record")
+    db.execute("INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
+               " VALUES ('r', 'done', '{}', '[]', 't', 't')")  # fmt: skip
+    for doc_id, content in ((1, "ab" * 32), (2, "cd" * 32)):
+        db.execute("INSERT INTO documents (id, run_id, seq, path, source, size, sha256, status,"
+                   " updated_at) VALUES (?, 'r', ?, ?, ?, 1, ?, 'done', 't')",
+                   [doc_id, doc_id, f"{doc_id}.txt", f"/{doc_id}.txt", content])  # fmt: skip
+        db.execute("INSERT INTO steps (doc_id, step, status, output, cache_key, completed_at)"
+                   " VALUES (?, 'summarize', 'done', ?, ?, 't')",
+                   [doc_id, f'"summary {doc_id}"', f"k{doc_id}"])  # fmt: skip
+    db.conn.commit()
+    db.conn.close()
+    store = open_store(tmp_path)
+    hit = store.cached_step("k1", "ab" * 32)
+    assert hit is not None and hit.output == "summary 1" and hit.source == "r:1.txt"
+    assert store.cached_step("k1", "cd" * 32) is None  # the key of other content
+    assert store.cached_step("k2", "cd" * 32) is not None
+    plan = store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM steps s JOIN documents d ON d.id = s.doc_id"
+        " WHERE d.sha256 = ? AND s.cache_key = ?", ("ab" * 32, "k1"),
+    ).fetchall()  # fmt: skip
+    assert any("documents_content" in row[3] for row in plan)
+    indexes = {name for (name,) in store.conn.execute("SELECT name FROM sqlite_master")}
+    assert not {"steps_cache", "model_calls_run"} & indexes
+    store.close()
 
 
 def test_the_same_work_typed_another_way_is_the_same_work(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 # save_partial(index, output, calls): commits one chunk's result before the next call
 Checkpoint = Callable[[int, Any, Sequence[CallRecord]], None]
-# reuse(cache_key): an earlier step's answer for the same inputs, or None
-Reuse = Callable[[str], CachedStep | None]
+# reuse(cache_key, sha256): an earlier step's answer for the same inputs, or None
+Reuse = Callable[[str, str], CachedStep | None]
 # intend(planned): commits a delivery as `delivering` before it happens (Cancelled in a drain)
 Intend = Callable[[Delivered], None]
 

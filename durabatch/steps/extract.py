@@ -68,7 +68,7 @@ def reusable(lookup: Reuse, store: ArtifactStore, source: Path, max_bytes: int,
     if digest is None:
         return None
     key = content_key(digest, source, pdf_engine)
-    hit = lookup(key)
+    hit = lookup(key, digest)
     if hit is None or hit.artifact is None:
         return None
     if not hit.inline and not store.path(hit.artifact).exists():

@@ -25,34 +25,35 @@ from durabatch.store.records import CachedStep, StepStatus
 class SQLiteCache:
     conn: sqlite3.Connection
 
-    def cached_step(self, cache_key: str) -> CachedStep | None:
-        """The answer of a finished step with the same inputs, from any run here."""
+    def cached_step(self, cache_key: str, sha256: str) -> CachedStep | None:
+        """The answer of a finished step with the same inputs, from any run here.
+        ``sha256``: the content the key was made from; answers are found through it."""
         row = self.conn.execute(
             "SELECT s.output, d.run_id, d.path,"
             " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
             "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
             " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
             "  AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls FROM steps s"
-            " JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
-            " ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
-            (cache_key, StepStatus.DONE),
+            " JOIN documents d ON d.id = s.doc_id WHERE d.sha256 = ? AND s.cache_key = ?"
+            " AND s.status = ? ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
+            (sha256, cache_key, StepStatus.DONE),
         ).fetchone()
         if row is None:
             return None
         cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
         return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
 
-    def cached_extraction(self, cache_key: str) -> CachedStep | None:
-        """A file's text extracted earlier from the same bytes: by a run's extract step,
-        or by `durabatch estimate`."""
+    def cached_extraction(self, cache_key: str, sha256: str) -> CachedStep | None:
+        """A file's text extracted earlier from the same bytes (``sha256``): by a run's
+        extract step, or by `durabatch estimate`."""
         row = self.conn.execute(
             "SELECT output, artifact, source,"
             " EXISTS (SELECT 1 FROM texts t WHERE t.digest = artifact) AS inline FROM"
             " (SELECT s.output, s.artifact, d.run_id || ':' || d.path AS source FROM steps s"
-            "  JOIN documents d ON d.id = s.doc_id WHERE s.cache_key = ? AND s.status = ?"
-            "  UNION ALL SELECT output, artifact, 'estimate:' || path FROM extractions"
-            "  WHERE key = ?) LIMIT 1",
-            (cache_key, StepStatus.DONE, cache_key),
+            "  JOIN documents d ON d.id = s.doc_id WHERE d.sha256 = ? AND s.cache_key = ?"
+            "  AND s.status = ? UNION ALL SELECT output, artifact, 'estimate:' || path"
+            "  FROM extractions WHERE key = ?) LIMIT 1",
+            (sha256, cache_key, StepStatus.DONE, cache_key),
         ).fetchone()
         if row is None:
             return None
@@ -75,13 +76,13 @@ class CacheReader(SQLiteCache):
         if conn is not None:
             self.conn = conn
 
-    def cached_step(self, cache_key: str) -> CachedStep | None:
+    def cached_step(self, cache_key: str, sha256: str) -> CachedStep | None:
         with self._reading():
-            return super().cached_step(cache_key)
+            return super().cached_step(cache_key, sha256)
 
-    def cached_extraction(self, cache_key: str) -> CachedStep | None:
+    def cached_extraction(self, cache_key: str, sha256: str) -> CachedStep | None:
         with self._reading():
-            return super().cached_extraction(cache_key)
+            return super().cached_extraction(cache_key, sha256)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:

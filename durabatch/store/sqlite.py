@@ -629,10 +629,21 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
     def _start(self, owner: Owner, doc: Document, step: Step, sha256: str | None = None) -> Work:
         """Claim ``step`` of ``doc``; ``sha256``: its content hash, just found by extract."""
         now = self._at()
+        # SQLite rewrites an index entry whenever a column it holds is SET, even to the same
+        # value: a document already running keeps its status, a hash already known stays
+        sets, values = ["step = ?", "updated_at = ?"], [step, now]
+        was = DocStatus.RUNNING  # ... and it must still be running
+        if doc.status != DocStatus.RUNNING:
+            sets, values, was = (
+                [*sets, "status = ?"],
+                [*values, DocStatus.RUNNING],
+                DocStatus.PENDING,
+            )
+        if sha256 is not None:
+            sets, values = [*sets, "sha256 = ?"], [*values, sha256]
         cursor = self.conn.execute(
-            "UPDATE documents SET status = ?, step = ?, updated_at = ?,"
-            " sha256 = COALESCE(?, sha256) WHERE id = ? AND status IN (?, ?)",
-            (DocStatus.RUNNING, step, now, sha256, doc.id, DocStatus.PENDING, DocStatus.RUNNING),
+            f"UPDATE documents SET {', '.join(sets)} WHERE id = ? AND status IN (?, ?)",
+            (*values, doc.id, was, DocStatus.RUNNING),
         )
         self._changed(cursor, f"starting {step} of {doc.path}")
         cursor = self.conn.execute(
@@ -668,7 +679,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             (doc.id, step),
         ).fetchall() if attempt > 1 else []  # fmt: skip
         return Work(
-            document=replace(doc, sha256=sha256),
+            document=replace(doc, sha256=sha256, status=DocStatus.RUNNING),
             step=step,
             attempt=attempt,
             text_artifact=artifact,
