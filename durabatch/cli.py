@@ -76,7 +76,12 @@ DbOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 RunArg = Annotated[str, typer.Argument(help="The run id (see `durabatch status`).")]
 Concurrency = Annotated[
-    int | None, typer.Option(help="Documents in flight at once (default 4).", min=1)
+    int | None,
+    typer.Option(
+        help="Documents in flight at once (default 32 on the embedded engine, 4 "
+        "with --provider openai).",
+        min=1,
+    ),
 ]
 Grace = Annotated[
     float | None,

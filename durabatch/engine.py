@@ -362,7 +362,7 @@ class Engine:
             self.settings, self.provider, self.store.artifacts, self.parsers, _unbound,
             target=self._open_target(run),
         )  # fmt: skip
-        for _ in range(self.settings.concurrency):
+        for _ in range(self.settings.in_flight):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
         cache = None if self.settings.no_cache else self.store.reader(on_writer=True)
         try:
@@ -391,7 +391,7 @@ class Engine:
         while True:
             done, self._done = self._done, []
             claim = not self.draining.is_set()
-            free = self.settings.concurrency - len(self._inflight)
+            free = self.settings.in_flight - len(self._inflight)
             free -= sum(1 for work, _ in done if self._next(work) is not None) if claim else 0
             fresh = self._fresh(run, free) if run and claim and free > 0 else []
             if not done and not fresh:
@@ -682,7 +682,7 @@ class Engine:
                 self._beat(run, owner)  # a long grace must not let the lease lapse
         except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
             self._stop_with(exc)
-        for _ in range(self.settings.concurrency):
+        for _ in range(self.settings.in_flight):
             self._tasks.put(None)  # the workers end (those still in a step, after it)
         self.parsers.close()
         if self.target is not None:

@@ -202,7 +202,7 @@ def extract_all(store: Store, settings: Settings, paths: list[str], tally: Tally
                               ignore=store.own_files())  # fmt: skip
     parsers = ParserPool(pdf_engine=settings.pdf_engine, stopping=stopping)
     pending: set[Future[_Parsed]] = set()
-    workers = max(1, settings.concurrency)
+    workers = max(1, settings.in_flight)
     with ThreadPoolExecutor(workers, thread_name_prefix="durabatch-estimate") as pool:
         try:
             for doc in docs:

@@ -84,8 +84,12 @@ class ParserPool:
         self._slots = threading.BoundedSemaphore(size or os.cpu_count() or 1)
 
     def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
-        """Parse in a worker; the deadline starts when a worker has the file."""
+        """Parse in a worker; the deadline starts when a worker has the file. A parse that
+        got its turn only once the run began to stop is not started: a drain waits for
+        the parses under way, not for every one queued behind them."""
         with self._slots:
+            if self._stopping is not None and self._stopping.is_set():
+                raise Cancelled(f"the run is stopping: parsing {path} was not started")
             worker = self._checkout()
             try:
                 return self._extract(worker, path, max_bytes, timeout)

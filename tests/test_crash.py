@@ -375,6 +375,38 @@ def test_signals_while_parsing_leave_the_documents_unharmed(ws: Workspace) -> No
             assert ws.status(run_id)["documents"]["failed"] == 0
 
 
+def test_a_drain_does_not_start_the_parses_queued_behind_those_under_way(
+    ws: Workspace,
+) -> None:
+    """SIGTERM while slow pages wait for the parser processes (more pages in flight than
+    processes, a 60 s grace): the parses under way finish and commit; those queued behind
+    them are given back without being started (the drain used to parse every one of
+    them), and resume extracts them."""
+    pages = (os.cpu_count() or 1) + 4  # a parser process a core: four pages must queue
+    folder = ws.root / "in"
+    folder.mkdir()
+    for i in range(pages):
+        (folder / f"slow_{i}.html").write_text(slow_html(2, f"Page {i}."), encoding="utf-8")
+    log = EventLog(ws.db)
+    proc = ws.spawn("run", "in", "--concurrency", str(pages), "--grace", "60")
+    signal_when(proc, log, lambda events: len(of_type(events, "step_started")) >= pages,
+                signal.SIGTERM)  # fmt: skip
+    assert proc.wait(120) == NOT_FINISHED, proc.describe()
+    assert "Traceback" not in proc.stderr
+    events = log.refresh()
+    extracted = [e for e in of_type(events, "step_completed") if e.step == "extract"]
+    given_back = [e for e in of_type(events, "step_abandoned")
+                  if "was not started" in e.data["why"]]  # fmt: skip
+    assert given_back, "a parse queued when the drain began was started"
+    assert len(extracted) + len(given_back) == pages
+    assert of_type(events, "step_failed") == []
+    [run_id] = ws.run_ids()
+    resumed = ws.cli("resume", run_id)
+    assert resumed.popen.returncode == 0, resumed.describe()
+    assert ws.status(run_id)["documents"]["done"] == pages
+    assert ws.verify(run_id).popen.returncode == 0
+
+
 # -- 3. two resumes at once ---------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ def make_provider(settings: Settings, stopping: threading.Event | None = None) -
             policy=policy,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            concurrency=settings.concurrency,
+            concurrency=settings.in_flight,
             max_output_tokens=settings.max_output_tokens,
         )
     raise UsageError(f"--provider {settings.provider} needs --base-url")
