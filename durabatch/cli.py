@@ -79,7 +79,7 @@ Concurrency = Annotated[
     int | None,
     typer.Option(
         help="Documents in flight at once (default 32 on the embedded engine, 4 "
-        "with --provider openai).",
+        "with a remote model or a webhook to deliver to).",
         min=1,
     ),
 ]

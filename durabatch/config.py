@@ -38,8 +38,9 @@ PDF_ENGINES = ("pypdf", "pdfium")
 # the extra's one package, into the environment durabatch runs in, however it was installed
 PDFIUM_INSTALL = "pip install 'pypdfium2>=5'"
 ON_FAILURE = ("keep", "compensate")
-# documents in flight without --concurrency: a remote model's calls wait on the network, and
-# four at once is gentle on a rate limit; the embedded engine's steps take milliseconds and
+# documents in flight without --concurrency: a remote model's calls (or a webhook's
+# deliveries) wait on the network, and four at once is gentle on a rate limit; the embedded
+# engine's steps take milliseconds and
 # cost nothing, and more documents in flight put more steps in each commit (one fsync):
 # 2,000 small files ran 26% faster at 32 than at 4 (README, Performance)
 DEFAULT_CONCURRENCY = 4
@@ -96,7 +97,11 @@ class Settings:
         the run's engine."""
         if self.concurrency is not None:
             return self.concurrency
-        return LOCAL_CONCURRENCY if self.provider == "local" else DEFAULT_CONCURRENCY
+        # a webhook is a remote receiver too: as many deliveries at once as a remote model's calls
+        webhook = self.deliver_to is not None and _is_url(self.deliver_to)
+        return (
+            LOCAL_CONCURRENCY if self.provider == "local" and not webhook else DEFAULT_CONCURRENCY
+        )
 
     def model_for(self, step: str) -> str:
         specific = {"summarize": self.summarize_model, "entities": self.entities_model}

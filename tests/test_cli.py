@@ -373,10 +373,10 @@ def test_a_resumed_run_keeps_its_chunking(sample_docs: Path) -> None:
 
 
 def test_documents_in_flight_default_to_the_engines_own(tmp_path: Path) -> None:
-    """Without --concurrency the embedded engine works on 32 documents at once and a
-    remote model on 4; a resumed run takes the default of its own engine, whatever the
-    provider of the session; a value given anywhere wins, and the run records what it
-    began with."""
+    """Without --concurrency the embedded engine works on 32 documents at once, and a
+    remote model or a webhook to deliver to on 4; a resumed run takes the default of its
+    own engine, whatever the provider of the session; a value given anywhere wins, and
+    the run records what it began with."""
     from durabatch.config import load
 
     remote = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
@@ -388,6 +388,9 @@ def test_documents_in_flight_default_to_the_engines_own(tmp_path: Path) -> None:
     given = load({"concurrency": 7}, env={}, cwd=tmp_path)
     assert (given.in_flight, given.with_run(stored).in_flight) == (7, 7)
     assert load({}, env={"DURABATCH_CONCURRENCY": "3"}, cwd=tmp_path).in_flight == 3
+    webhook = {"deliver_to": "http://127.0.0.1:9/hook"}
+    assert load(webhook, env={}, cwd=tmp_path).in_flight == 4
+    assert load({"deliver_to": str(tmp_path / "out")}, env={}, cwd=tmp_path).in_flight == 32
 
 
 def test_a_run_stored_before_a_setting_existed_keeps_its_default() -> None:
