@@ -630,21 +630,20 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         """Claim ``step`` of ``doc``; ``sha256``: its content hash, just found by extract."""
         now = self._at()
         # SQLite rewrites an index entry whenever a column it holds is SET, even to the same
-        # value: a document already running keeps its status, a hash already known stays
-        sets, values = ["step = ?", "updated_at = ?"], [step, now]
-        was = DocStatus.RUNNING  # ... and it must still be running
-        if doc.status != DocStatus.RUNNING:
-            sets, values, was = (
-                [*sets, "status = ?"],
-                [*values, DocStatus.RUNNING],
-                DocStatus.PENDING,
-            )
+        # value: a document already running keeps its status (and must still be running),
+        # a hash already known stays
+        changes: dict[str, Any] = {"step": step, "updated_at": now}
+        running = doc.status == DocStatus.RUNNING
+        if not running:
+            changes["status"] = DocStatus.RUNNING
         if sha256 is not None:
-            sets, values = [*sets, "sha256 = ?"], [*values, sha256]
+            changes["sha256"] = sha256
         cursor = self.conn.execute(
-            f"UPDATE documents SET {', '.join(sets)} WHERE id = ? AND status IN (?, ?)",
-            (*values, doc.id, was, DocStatus.RUNNING),
-        )
+            f"UPDATE documents SET {', '.join(f'{column} = ?' for column in changes)}"
+            " WHERE id = ? AND status IN (?, ?)",
+            (*changes.values(), doc.id, DocStatus.RUNNING if running else DocStatus.PENDING,
+             DocStatus.RUNNING),
+        )  # fmt: skip
         self._changed(cursor, f"starting {step} of {doc.path}")
         cursor = self.conn.execute(
             "INSERT INTO steps (doc_id, step, status, attempts, session_id, started_at)"
