@@ -326,8 +326,8 @@ pages, seen, at = {}, set(), 32
 while at + 24 + size <= len(data):
     seen.add(int.from_bytes(data[at:at + 4], "big"))
     if int.from_bytes(data[at + 4:at + 8], "big"):  # a commit's last frame
-        for page in seen:
-            pages[owner.get(page, "?")] = pages.get(owner.get(page, "?"), 0) + 1
+        for name in (owner.get(page, "?") for page in seen):
+            pages[name] = pages.get(name, 0) + 1
         seen = set()
     at += 24 + size
 for name, count in pages.items():
