@@ -111,6 +111,7 @@ STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
 # only model steps are answered from the cache; deliver must happen in each run
 CACHEABLE = MODEL_STEPS
 CANCEL_POLL_SECONDS = 1.0  # how soon a live run notices `durabatch cancel`
+Looked = tuple[str, CachedStep | None]  # a step's cache key, and the earlier answer found
 
 
 def _deliver(work: Work, ctx: StepContext) -> StepResult:
@@ -126,6 +127,10 @@ class Observer(Protocol):
     def started(self, run: Run, counts: Counts) -> None: ...
     def discovered(self, total: int) -> None: ...
     def step_done(self, work: Work, detail: str, finished: DocStatus | None) -> None: ...
+    def finished(self, works: Sequence[Work]) -> None:
+        """The documents whose last step just committed, told once a commit."""
+        ...
+
     def note(self, message: str) -> None: ...
 
 
@@ -412,8 +417,8 @@ class Engine:
                         self._local.append(claimed)
                     else:
                         self._tasks.put(claimed)
-            for work, _ in done:
-                self.observer.step_done(work, "", None if self._next(work) else DocStatus.DONE)
+            if finished := [work for work, _ in done if self._next(work) is None]:
+                self.observer.finished(finished)
 
     def _fresh(self, run: Run, count: int) -> list[Document]:
         """Up to ``count`` pending documents, first in discovery order. They are read
@@ -474,11 +479,21 @@ class Engine:
         are given back with the steps in flight, and it does not wait for them). Returns
         how many ran."""
         ran, ends = 0, time.monotonic() + LOCAL_SLICE
+        answers = self._answers(self._local, cache) if self._local and cache else {}
         while self._local and not self.draining.is_set() and time.monotonic() < ends:
             work = self._local.popleft()
-            self._handle(owner, self._step(work, context, cache, inline=owner))
+            looked = answers.get(work.document.id)
+            self._handle(owner, self._step(work, context, cache, inline=owner, looked=looked))
             ran += 1
         return ran
+
+    def _answers(self, works: Sequence[Work], cache: CacheLookups) -> dict[int, Looked]:
+        """The cache key of each of ``works`` and the earlier answer found for it, by
+        document, from one lookup: a statement each would cost the GIL each time."""
+        keys = {work.document.id: (key, work.document.sha256) for work in works
+                if (key := self._cache_key(work)) is not None}  # fmt: skip
+        found = cache.cached_steps([(key, sha) for key, sha in keys.values() if sha])
+        return {doc_id: (key, found.get(key)) for doc_id, (key, _) in keys.items()}
 
     def _collect(self, owner: Owner) -> None:
         try:
@@ -596,10 +611,10 @@ class Engine:
                 cache.close()
 
     def _step(self, work: Work, context: StepContext, cache: CacheLookups | None,
-              inline: Owner | None = None) -> _Finished:  # fmt: skip
+              inline: Owner | None = None, looked: Looked | None = None) -> _Finished:  # fmt: skip
         """One step, on a worker thread or (``inline``: this session's owner) on the
         writer's own, which saves the pieces of a text split by --max-input-tokens
-        itself."""
+        itself. ``looked``: its cache key and earlier answer, already looked up."""
         checkpoint = (functools.partial(self._checkpoint, work) if inline is None
                       else functools.partial(self._save_partial, inline, work))  # fmt: skip
         own = replace(context, checkpoint=checkpoint,
@@ -610,8 +625,12 @@ class Engine:
         try:
             if work.recheck:  # the file is checked before any earlier answer is reused
                 _same_source(work, self.settings.max_bytes)
-            key, content = self._cache_key(work), work.document.sha256
-            hit = cache.cached_step(key, content) if cache and key and content else None
+            key: str | None
+            if looked is not None:
+                key, hit = looked
+            else:
+                key, content = self._cache_key(work), work.document.sha256
+                hit = cache.cached_step(key, content) if cache and key and content else None
             if key is not None and hit is not None:
                 return _Finished(work, result=_from_cache(key, hit))
             one_at_a_time = inline is None and self._embedded(work)

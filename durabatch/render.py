@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -60,6 +61,15 @@ class PlainObserver:
 
     def _line(self, text: str) -> None:
         print(f"{now_iso()} run={self.run_id} {shown(text)}", file=self.out, flush=True)
+
+    def finished(self, works: Sequence[Work]) -> None:
+        """One line a document, written at once: each write gives up the GIL, and the run's
+        writer thread then waits to get it back."""
+        at = now_iso()
+        lines = "".join(f"{at} run={self.run_id} done {shown(work.document.path)}\n"
+                        for work in works)  # fmt: skip
+        self.out.write(lines)
+        self.out.flush()
 
     def started(self, run: Run, counts: Counts) -> None:
         if run.discovered:
@@ -124,6 +134,9 @@ class RichObserver:
                 markup=True,
             )
         self.progress.update(self.task, advance=1, failed=self.failed)
+
+    def finished(self, works: Sequence[Work]) -> None:
+        self.progress.update(self.task, advance=len(works))
 
     def note(self, message: str) -> None:
         self.console.print(shown(message), markup=False)

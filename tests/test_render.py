@@ -37,6 +37,40 @@ def test_plain_lines_are_timestamped_and_carry_the_run_id() -> None:
     assert re.match(stamp + r" run=r1 failed docs/a.pdf \(malformed: cannot read\)$", lines[1])
 
 
+class Writes(io.StringIO):
+    """Counts the writes that reach the stream."""
+
+    count = 0
+
+    def write(self, text: str) -> int:
+        self.count += 1
+        return super().write(text)
+
+
+def test_plain_lines_for_a_commits_finished_documents_go_out_in_one_write() -> None:
+    out = Writes()
+    observer = PlainObserver("r1", out)
+    observer.finished([work("docs/a.txt"), work("docs/evil\nname.txt"), work("docs/c.md")])
+    lines = out.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert [re.sub(stamp, "T", line) for line in lines] == [
+        "T run=r1 done docs/a.txt",
+        "T run=r1 done docs/evil\\nname.txt",  # a newline in a name is written out
+        "T run=r1 done docs/c.md",
+    ]
+    assert out.count == 1
+
+
+def test_rich_progress_counts_a_commits_finished_documents() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    observer = RichObserver(console)
+    observer.started(RUN, Counts(total=5, pending=5))
+    observer.finished([work("docs/a.txt"), work("docs/b.txt")])
+    observer.finished([work("docs/c.txt")])
+    assert observer.progress.tasks[0].completed == 3
+    observer.close()
+
+
 @pytest.mark.parametrize("no_color", [False, True])
 def test_rich_progress_prints_failures_and_honours_no_color(
     monkeypatch: pytest.MonkeyPatch, no_color: bool

@@ -235,6 +235,7 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
             " ON d.id = s.doc_id WHERE s.step = 'summarize' LIMIT 1",
         )[0]
         assert store.cached_step(key, content) is not None
+        assert key in store.cached_steps([(key, content), ("0" * 64, "1" * 64)])
         store.cached_extraction(key, content)
         store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
         scans, by_content = {}, []
@@ -250,4 +251,4 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
     finally:
         store.close()
     assert seen and scans == {}
-    assert by_content == [True, True]
+    assert by_content == [True, True, True]  # one answer, two at once, an extraction

@@ -289,6 +289,36 @@ def test_answers_kept_before_m017_are_still_found_by_their_content(tmp_path: Pat
     store.close()
 
 
+def test_many_earlier_answers_are_looked_up_in_one_statement(tmp_path: Path) -> None:
+    """``cached_steps``: each key's answer made from its own content, an original before a
+    copy of it, the earliest first; no answer for a key of other content."""
+    store = open_store(tmp_path)
+    store.conn.execute("INSERT INTO runs (id, status, settings, inputs, created_at, updated_at)"
+                       " VALUES ('r', 'done', '{}', '[]', 't', 't')")  # fmt: skip
+    rows = [(1, "ab", "k1", None, "t2"), (2, "ab", "k1", "r:9.txt", "t1"),
+            (3, "ab", "k1", None, "t3"), (4, "cd", "k2", None, "t1"),
+            (5, "ef", "k3", None, "t1")]  # fmt: skip
+    for doc_id, content, key, copied, at in rows:
+        store.conn.execute("INSERT INTO documents (id, run_id, seq, path, source, size, sha256,"
+                           " status, updated_at) VALUES (?, 'r', ?, ?, ?, 1, ?, 'done', 't')",
+                           (doc_id, doc_id, f"{doc_id}.txt", f"/{doc_id}.txt",
+                            content * 32))  # fmt: skip
+        store.conn.execute("INSERT INTO steps (doc_id, step, status, output, cache_key,"
+                           " cached_from, completed_at)"
+                           " VALUES (?, 'summarize', 'done', ?, ?, ?, ?)",
+                           (doc_id, f'"summary {doc_id}"', key, copied, at))  # fmt: skip
+    store.conn.commit()
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    found = store.cached_steps([("k1", "ab" * 32), ("k2", "cd" * 32), ("k3", "cd" * 32),
+                                ("k4", "ab" * 32)])  # fmt: skip
+    store.conn.set_trace_callback(None)
+    assert {key: hit.output for key, hit in found.items()} == {"k1": "summary 1", "k2": "summary 4"}
+    assert found["k1"].source == "r:1.txt"
+    assert len(seen) == 1
+    store.close()
+
+
 def test_the_same_work_typed_another_way_is_the_same_work(tmp_path: Path) -> None:
     """A trailing slash on the endpoint, or each step's model named instead of one for all,
     asks the same of the same model: the second run over the same files is refused."""

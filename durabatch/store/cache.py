@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from durabatch.money import from_pico
 from durabatch.store.connection import connect_reader, damaged, damaged_error
 from durabatch.store.records import CachedStep, StepStatus
 
+PAIRS_PER_LOOKUP = 400  # two parameters a pair: well under SQLite's limit
+
 
 class SQLiteCache:
     conn: sqlite3.Connection
@@ -28,20 +30,37 @@ class SQLiteCache:
     def cached_step(self, cache_key: str, sha256: str) -> CachedStep | None:
         """The answer of a finished step with the same inputs, from any run here.
         ``sha256``: the content the key was made from; answers are found through it."""
-        row = self.conn.execute(
-            "SELECT s.output, d.run_id, d.path,"
-            " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
-            "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
-            " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id AND c.step = s.step"
-            "  AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls FROM steps s"
-            " JOIN documents d ON d.id = s.doc_id WHERE d.sha256 = ? AND s.cache_key = ?"
-            " AND s.status = ? ORDER BY s.cached_from IS NOT NULL, s.completed_at LIMIT 1",
-            (sha256, cache_key, StepStatus.DONE),
-        ).fetchone()
-        if row is None:
-            return None
-        cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
-        return CachedStep(json.loads(row["output"]), f"{row['run_id']}:{row['path']}", cost)
+        return self.cached_steps([(cache_key, sha256)]).get(cache_key)
+
+    def cached_steps(self, wanted: Sequence[tuple[str, str]]) -> dict[str, CachedStep]:
+        """``cached_step`` for many (key, content) pairs in one statement: the answers
+        found, by key. The writer looks up the steps it runs itself this way, once a turn:
+        each statement gives up the GIL, and getting it back from the busy workers took it
+        about as long as the step it was for."""
+        found: dict[str, CachedStep] = {}
+        for start in range(0, len(wanted), PAIRS_PER_LOOKUP):
+            chunk = wanted[start : start + PAIRS_PER_LOOKUP]
+            pairs = set(chunk)
+            marks = ", ".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT s.cache_key, d.sha256, s.output, d.run_id, d.path,"
+                " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
+                "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
+                " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id"
+                "  AND c.step = s.step AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls"
+                f" FROM documents d JOIN steps s ON s.doc_id = d.id WHERE d.sha256 IN ({marks})"
+                f" AND s.cache_key IN ({marks}) AND s.status = ?"
+                " ORDER BY s.cached_from IS NOT NULL, s.completed_at",
+                (*(sha256 for _, sha256 in chunk), *(key for key, _ in chunk), StepStatus.DONE),
+            ).fetchall()
+            for row in rows:  # the first answer to each key, in the order above
+                key = row["cache_key"]
+                if key in found or (key, row["sha256"]) not in pairs:
+                    continue
+                cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
+                found[key] = CachedStep(json.loads(row["output"]),
+                                        f"{row['run_id']}:{row['path']}", cost)  # fmt: skip
+        return found
 
     def cached_extraction(self, cache_key: str, sha256: str) -> CachedStep | None:
         """A file's text extracted earlier from the same bytes (``sha256``): by a run's
@@ -76,9 +95,9 @@ class CacheReader(SQLiteCache):
         if conn is not None:
             self.conn = conn
 
-    def cached_step(self, cache_key: str, sha256: str) -> CachedStep | None:
+    def cached_steps(self, wanted: Sequence[tuple[str, str]]) -> dict[str, CachedStep]:
         with self._reading():
-            return super().cached_step(cache_key, sha256)
+            return super().cached_steps(wanted)
 
     def cached_extraction(self, cache_key: str, sha256: str) -> CachedStep | None:
         with self._reading():
