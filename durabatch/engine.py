@@ -3,9 +3,11 @@
 The main thread is the only writer. It claims the next step of up to
 ``concurrency`` documents, hands each to a daemon worker thread (or, for the
 embedded engine's steps on short texts, runs it itself between commits: see
-``Engine._inline``), and commits what comes back: results (which also claim
-each document's next step), a failure, or a partial result of a long document,
-which the worker waits for before its next model call. The results that
+``Engine._inline``; the extraction of a file of up to 1 MiB it hands to a parser
+process itself, and polls: see ``Engine._parse_here``), and commits what comes
+back: results (which also claim each document's next step), a failure, or a
+partial result of a long document, which the worker waits for before its next
+model call. The results that
 arrived together commit in one transaction with the claims of fresh documents
 for the free slots: one fsync for many steps (group commit). Workers never
 write to the database (each reads earlier answers to the same inputs on a
@@ -39,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -58,7 +61,7 @@ from durabatch.errors import (
 )
 from durabatch.models.base import CallRecord, Provider
 from durabatch.pricing import PriceBook, parse_prices
-from durabatch.sandbox import ParserPool
+from durabatch.sandbox import Parse, ParserPool
 from durabatch.steps import entities, extract, summarize
 from durabatch.steps.context import StepContext
 from durabatch.store import Store
@@ -101,6 +104,11 @@ POLL_SECONDS = 0.2
 # milliseconds of work at most
 INLINE_CHARS = 16_000
 INLINE_REHASH_BYTES = 1 << 20  # ... and the largest file it hashes again there
+# the largest file whose extraction this thread hands to a parser process itself (it hashes
+# the file first, to look for text of the same bytes): see _parse_here
+PARSE_HERE_BYTES = 1 << 20
+# how long the writer waits on its parses before it looks at what the workers sent
+PARSE_POLL_SECONDS = 0.002
 LOCAL_SLICE = 0.05  # seconds of those steps before the loop commits and beats again
 STEPS: dict[Step, Callable[[Work, StepContext], StepResult]] = {
     Step.EXTRACT: extract.run,
@@ -208,6 +216,11 @@ class Engine:
         # gain nothing, and at --concurrency 1024 they left this thread waiting so long for
         # the GIL at every statement that the lease lapsed
         self._computing = threading.Lock()
+        # the extractions this thread hands to parser processes itself (see _parse_here):
+        # waiting for a free parser, and under way
+        self._parsing: collections.deque[Work] = collections.deque()
+        self._parses: dict[int, tuple[Work, Parse]] = {}
+        self._context: StepContext | None = None  # the run's, once its loop began
         self._handed: dict[int, float] = {}  # when each step in flight was handed out
         self._answered = -math.inf  # when a model last answered a step (monotonic)
         self._done: list[tuple[Work, StepResult]] = []  # results not yet committed
@@ -335,9 +348,11 @@ class Engine:
         for doc in found:
             if doc is not None:
                 batch.append(doc)
-            # a worker has something for the writer: answer it soon, though not for each
-            # document found (every batch is a commit)
-            waiting = (doc is None or len(batch) >= DISCOVERY_MIN) and not self._results.empty()
+            # a worker has something for the writer, or a parse ended: answer it soon,
+            # though not for each document found (every batch is a commit)
+            waiting = (doc is None or len(batch) >= DISCOVERY_MIN) and (
+                not self._results.empty() or self._parse_ended()
+            )
             if (
                 len(batch) >= DISCOVERY_BATCH
                 or time.monotonic() > ends
@@ -370,6 +385,7 @@ class Engine:
         for _ in range(self.settings.in_flight):
             threading.Thread(target=self._work, args=(context,), daemon=True).start()
         cache = None if self.settings.no_cache else self.store.reader(on_writer=True)
+        self._context = replace(context, reuse=cache.cached_extraction if cache else None)
         try:
             while not self._stopping():
                 if found is not None and self._discover(run, found):
@@ -377,7 +393,7 @@ class Engine:
                 self._commit(owner, run)
                 if not self._inflight and found is None:
                     return
-                ran = self._run_local(owner, context, cache)
+                ran = self._run_parses(owner) + self._run_local(owner, context, cache)
                 # wait for the workers only when this thread has nothing to do: nothing ran
                 # here (a step that failed here freed a slot, claimed on the next turn),
                 # nothing to commit, nothing queued
@@ -415,6 +431,8 @@ class Engine:
                     self._handed[claimed.document.id] = time.monotonic()
                     if self._inline(claimed):
                         self._local.append(claimed)
+                    elif self._parse_here(claimed):
+                        self._parsing.append(claimed)
                     else:
                         self._tasks.put(claimed)
             if finished := [work for work, _ in done if self._next(work) is None]:
@@ -468,6 +486,88 @@ class Engine:
         return (self._embedded(work) and not rehash and work.text is not None
                 and len(work.text) <= INLINE_CHARS)  # fmt: skip
 
+    def _parse_here(self, work: Work) -> bool:
+        """An extraction of a file this thread hashes in a moment: it hands the file to a
+        parser process itself and takes the text in between commits, with no worker
+        thread in between. Each wake-up of a thread cost this one the GIL (about 200 us
+        of waiting to get it back, at 32 documents in flight); the parse still runs in a
+        process of its own, under its deadline. A larger file is extracted on a worker."""
+        return work.step == Step.EXTRACT and work.document.size <= PARSE_HERE_BYTES
+
+    def _run_parses(self, owner: Owner) -> int:
+        """Take in the parses this thread started that ended, start those queued while a
+        parser process is free (a drain gives them back unstarted instead: it waits for
+        the parses under way, not for those queued), and send those just started.
+        Returns how many ended or started."""
+        ran = self._poll_parses(owner)
+        context = self._context
+        while self._parsing and context is not None:
+            work = self._parsing[0]
+            source = Path(work.document.source)
+            try:
+                if self.draining.is_set():
+                    raise Cancelled(f"the run is stopping: parsing {source} was not started")
+                parse = self.parsers.start(source, max_bytes=self.settings.max_bytes,
+                                           timeout=self.settings.extract_timeout)  # fmt: skip
+                if parse is None:
+                    return ran  # every parser is busy
+            except Exception as exc:
+                self._parsing.popleft()
+                self._handle(owner, _Finished(work, error=exc))
+                ran += 1
+                continue
+            self._parsing.popleft()
+            ran += 1
+            try:
+                reused = extract.reused(work, context)  # the same bytes' text, from before
+            except Exception as exc:
+                parse.abandon()
+                self._handle(owner, _Finished(work, error=exc))
+                continue
+            if reused is not None:
+                parse.abandon()
+                self._handle(owner, _Finished(work, result=reused))
+            else:
+                self._parses[work.document.id] = (work, parse)
+        return ran + self._poll_parses(owner)
+
+    def _poll_parses(self, owner: Owner) -> int:
+        """Send what waits to be sent; take in each parse that ended. Returns how many."""
+        ended = 0
+        for doc_id, (work, parse) in list(self._parses.items()):
+            try:
+                extracted = parse.poll()
+                if extracted is None:
+                    continue
+                assert self._context is not None
+                finished = _Finished(work, result=extract.result_of(work, extracted,
+                                                                    self._context))  # fmt: skip
+            except Exception as exc:
+                finished = _Finished(work, error=exc)
+            del self._parses[doc_id]
+            self._handle(owner, finished)
+            ended += 1
+        return ended
+
+    def _parse_ended(self) -> bool:
+        """Whether a parse this thread started has something to take in (or failed)."""
+        if not self._parses:
+            return False
+        try:
+            return bool(wait_for([parse.conn for _, parse in self._parses.values()], 0))
+        except (OSError, ValueError):  # a parser killed: its poll tells
+            return True
+
+    def _await_parses(self) -> None:
+        """Until a parse this thread started can be polled, or its deadline; while workers
+        also have steps, a short while only: what they send does not wake this wait."""
+        parses = [parse for _, parse in self._parses.values()]
+        on_workers = len(self._inflight) - len(parses) - len(self._parsing) - len(self._local)
+        soonest = min(parse.deadline for parse in parses) - time.monotonic()
+        timeout = min(PARSE_POLL_SECONDS if on_workers > 0 else POLL_SECONDS, soonest)
+        with contextlib.suppress(OSError, ValueError):  # a parser killed: its poll tells
+            wait_for([parse.conn for parse in parses], max(0.0, timeout))
+
     def _embedded(self, work: Work) -> bool:
         """A model step of the embedded engine: Python computing, under the GIL."""
         return self.provider.name == "local" and work.step in MODEL_STEPS
@@ -485,6 +585,8 @@ class Engine:
             looked = answers.get(work.document.id)
             self._handle(owner, self._step(work, context, cache, inline=owner, looked=looked))
             ran += 1
+            if self._parses or self._parsing:  # keep the parser processes busy meanwhile
+                ran += self._run_parses(owner)
         return ran
 
     def _answers(self, works: Sequence[Work], cache: CacheLookups) -> dict[int, Looked]:
@@ -496,8 +598,13 @@ class Engine:
         return {doc_id: (key, found.get(key)) for doc_id, (key, _) in keys.items()}
 
     def _collect(self, owner: Owner) -> None:
+        """Take in what the workers sent; with nothing there, wait for it up to
+        ``POLL_SECONDS``, or while this thread has parses under way, for them."""
+        waits = not self._parses
+        if self._parses and self._results.empty():
+            self._await_parses()
         try:
-            message = self._results.get(timeout=POLL_SECONDS)
+            message = self._results.get(block=waits, timeout=POLL_SECONDS if waits else None)
         except queue.Empty:
             return
         while True:
@@ -694,8 +801,12 @@ class Engine:
         self._stopping()
         try:
             self._commit(owner)
-            # steps kept for this thread that it never started are not waited for
-            while len(self._inflight) > len(self._local) and time.monotonic() < deadline:
+            # steps kept for this thread that it never started are not waited for, nor the
+            # parses it had not started: those are given back (see _run_parses)
+            while True:
+                self._run_parses(owner)
+                if len(self._inflight) <= len(self._local) or time.monotonic() >= deadline:
+                    break
                 self._collect(owner)
                 self._commit(owner)
                 self._beat(run, owner)  # a long grace must not let the lease lapse
@@ -704,6 +815,8 @@ class Engine:
         for _ in range(self.settings.in_flight):
             self._tasks.put(None)  # the workers end (those still in a step, after it)
         self.parsers.close()
+        self._parses.clear()  # killed with the parsers: given back below
+        self._parsing.clear()
         if self.target is not None:
             self.target.close()
         for work, result in self._done:  # finished, but even the drain could not commit them

@@ -50,12 +50,7 @@ class _Worker:
         self.process.start()
         child.close()
         self._kill_lock = threading.Lock()
-
-    def wait_ready(self) -> bool:
-        try:
-            return self.conn.poll(STARTUP_SECONDS) and self.conn.recv() == READY
-        except (EOFError, OSError):
-            return False
+        self.ready = False  # it said so: its imports are done
 
     def kill(self) -> None:
         """Idempotent and safe from any thread: the drain and a timeout may race here."""
@@ -87,38 +82,33 @@ class ParserPool:
         """Parse in a worker; the deadline starts when a worker has the file. A parse that
         got its turn only once the run began to stop is not started: a drain waits for
         the parses under way, not for every one queued behind them."""
-        with self._slots:
+        self._slots.acquire()
+        parse = self._begin(path, max_bytes, timeout)
+        try:
+            while (extracted := parse.poll()) is None:
+                parse.wait()
+        except BaseException:
+            parse.abandon()  # (poll has already, when it raised)
+            raise
+        return extracted
+
+    def start(self, path: Path, *, max_bytes: int, timeout: float) -> Parse | None:
+        """``extract`` without waiting, for a thread with other work: the parse, which
+        that thread polls; None while every worker is busy. Nothing is sent to the worker
+        before the first poll, and ``Parse.abandon`` gives the worker back unused."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        return self._begin(path, max_bytes, timeout)
+
+    def _begin(self, path: Path, max_bytes: int, timeout: float) -> Parse:
+        """A parse of ``path`` on a worker, its slot already taken."""
+        try:
             if self._stopping is not None and self._stopping.is_set():
                 raise Cancelled(f"the run is stopping: parsing {path} was not started")
-            worker = self._checkout()
-            try:
-                return self._extract(worker, path, max_bytes, timeout)
-            except BaseException:
-                if self._closed:  # the run is stopping: not the document's fault
-                    raise Cancelled(f"parsing {path} was stopped by the shutdown") from None
-                raise
-
-    def _extract(self, worker: _Worker, path: Path, max_bytes: int, timeout: float) -> Extracted:
-        try:
-            worker.conn.send((str(path), max_bytes))
-            if not worker.conn.poll(timeout):
-                raise DocumentError(
-                    Reason.TIMEOUT,
-                    f"parsing took longer than {timeout:g}s and was stopped; the file may be "
-                    "pathological - raise --extract-timeout if it is just large",
-                )
-            reply = worker.conn.recv()
-        except (EOFError, OSError) as exc:
-            self._discard(worker)
-            code = worker.process.exitcode
-            raise DocumentError(
-                Reason.MALFORMED, f"the parser process died on this file (exit code {code})"
-            ) from exc
+            return Parse(self, self._checkout(), path, max_bytes, timeout)
         except BaseException:
-            self._discard(worker)
+            self._slots.release()
             raise
-        self._checkin(worker)
-        return _unpack(reply)
 
     def kill_now(self) -> None:
         """Best effort from a signal handler: never blocks, never raises."""
@@ -135,6 +125,7 @@ class ParserPool:
             worker.kill()
 
     def _checkout(self) -> _Worker:
+        """An idle worker, or a new one (it says when it is ready: see ``Parse``)."""
         with self._lock:
             if self._closed:
                 raise Cancelled("the run is shutting down")
@@ -148,20 +139,21 @@ class ParserPool:
                 # by an error would hold the exit up for good
                 atexit.register(self.kill_now)
                 self._at_exit = True
-        if not worker.wait_ready():
-            self._discard(worker)
-            if self._closed:
-                raise Cancelled("the run is shutting down")
-            if worker.process.exitcode in STOPPED or self._signalled():
-                # a worker ignores SIGINT and SIGTERM only once it runs: one still starting
-                # died of a signal sent to the whole process group (Ctrl-C, systemd), which
-                # drains the run too; the step runs again, it is not a failure to start
-                raise Cancelled("a parser process was stopped by a signal while it started")
-            raise HaltError(
-                "a parser process could not start; check free memory and process limits, "
-                "then resume"
-            )
         return worker
+
+    def _not_started(self, worker: _Worker) -> BaseException:
+        """What a worker that died or hung while starting means, once discarded."""
+        self._discard(worker)
+        if self._closed:
+            return Cancelled("the run is shutting down")
+        if worker.process.exitcode in STOPPED or self._signalled():
+            # a worker ignores SIGINT and SIGTERM only once it runs: one still starting
+            # died of a signal sent to the whole process group (Ctrl-C, systemd), which
+            # drains the run too; the step runs again, it is not a failure to start
+            return Cancelled("a parser process was stopped by a signal while it started")
+        return HaltError(
+            "a parser process could not start; check free memory and process limits, then resume"
+        )
 
     def _signalled(self) -> bool:
         """Whether the run drains, given a moment: the signal that killed a starting
@@ -180,6 +172,96 @@ class ParserPool:
         with self._lock:
             self._all.discard(worker)
         worker.kill()
+
+
+class Parse:
+    """One file on a parser worker. ``poll`` sends it (once the worker is ready: a new one
+    imports the parsers first, and the deadline starts only then) and returns its text
+    when the reply is there, None before; it raises the document's error, or ``Cancelled``
+    when the pool closed under it. The worker and its slot go back when it ends."""
+
+    def __init__(self, pool: ParserPool, worker: _Worker, path: Path, max_bytes: int,
+                 timeout: float) -> None:  # fmt: skip
+        self.path = path
+        self.conn = worker.conn  # to wait on, with others (multiprocessing.connection.wait)
+        self._pool, self._worker = pool, worker
+        self._job, self._timeout = (str(path), max_bytes), timeout
+        self._sent = self._ended = False
+        self.deadline = time.monotonic() + (timeout if worker.ready else STARTUP_SECONDS)
+
+    def poll(self) -> Extracted | None:
+        try:
+            if not self._worker.ready and not self._started():
+                return None
+            reply = self._reply()
+        except BaseException:
+            self._end(keep=False)
+            if self._pool._closed:  # the run is stopping: not the document's fault
+                raise Cancelled(f"parsing {self.path} was stopped by the shutdown") from None
+            raise
+        if reply is None:
+            return None
+        self._end(keep=True)
+        return _unpack(reply)
+
+    def wait(self) -> None:
+        """Until there is something to poll for, or the deadline."""
+        with contextlib.suppress(EOFError, OSError, ValueError):  # poll then tells
+            self.conn.poll(max(0.0, self.deadline - time.monotonic()))
+
+    def abandon(self) -> None:
+        """Give the worker up: back to the idle ones if it never had the file (its text
+        was found without parsing), else killed (its reply would confuse the next parse)."""
+        self._end(keep=not self._sent)
+
+    def _started(self) -> bool:
+        worker = self._worker
+        try:
+            if not worker.conn.poll(0):
+                if time.monotonic() < self.deadline:
+                    return False
+                raise self._pool._not_started(worker)  # hung while starting
+            worker.ready = worker.conn.recv() == READY
+        except (EOFError, OSError):
+            pass
+        if not worker.ready:
+            raise self._pool._not_started(worker)
+        self.deadline = time.monotonic() + self._timeout
+        return True
+
+    def _reply(self) -> tuple[str, object, object, object] | None:
+        worker = self._worker
+        try:
+            if not self._sent:
+                worker.conn.send(self._job)
+                self._sent = True
+            if worker.conn.poll(0):
+                reply: tuple[str, object, object, object] = worker.conn.recv()
+                return reply
+        except (EOFError, OSError) as exc:
+            self._pool._discard(worker)
+            code = worker.process.exitcode
+            raise DocumentError(
+                Reason.MALFORMED, f"the parser process died on this file (exit code {code})"
+            ) from exc
+        if time.monotonic() < self.deadline:
+            return None
+        raise DocumentError(
+            Reason.TIMEOUT,
+            f"parsing took longer than {self._timeout:g}s and was stopped; the file may be "
+            "pathological - raise --extract-timeout if it is just large",
+        )
+
+    def _end(self, *, keep: bool) -> None:
+        """Once: the worker back to the idle ones (``keep``) or killed, the slot freed."""
+        if self._ended:
+            return
+        self._ended = True
+        if keep:
+            self._pool._checkin(self._worker)
+        else:
+            self._pool._discard(self._worker)
+        self._pool._slots.release()
 
 
 def _unpack(reply: tuple[str, object, object, object]) -> Extracted:

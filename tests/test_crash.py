@@ -554,3 +554,26 @@ def test_short_extract_timeout_stops_only_the_slow_document(ws: Workspace) -> No
         f"in/good_{i}.txt": "done" for i in range(1, 4)
     }
     assert proc.popen.returncode == FAILED
+
+
+def test_the_writer_stops_a_small_slow_parse_at_its_deadline(ws: Workspace) -> None:
+    """A file of up to 1 MiB is handed to a parser process by the writer's own thread,
+    which polls it between commits: its deadline holds there too (not counting a slow
+    start of the parser processes), and the other documents go on."""
+    folder = ws.root / "in"
+    folder.mkdir()
+    for i in range(1, 4):
+        (folder / f"good_{i}.txt").write_text(note_text(i), encoding="utf-8")
+    slow = folder / "slow.html"  # under 1 MiB; about 0.3-0.7 s to parse
+    slow.write_text(slow_html(0.9, "Slow."), encoding="utf-8")
+    assert slow.stat().st_size < 1 << 20
+    env = _slow_starting_parsers(ws.root / "slow_start")
+    proc = ws.cli("run", "in", "--extract-timeout", "0.15", env=env)
+    [run_id] = ws.run_ids()
+    export = ws.export(run_id)
+    assert export["in/slow.html"]["reason"] == "timeout"
+    assert {p: r["status"] for p, r in export.items() if p != "in/slow.html"} == {
+        f"in/good_{i}.txt": "done" for i in range(1, 4)
+    }
+    assert proc.popen.returncode == FAILED
+    assert "Traceback" not in proc.stderr

@@ -28,21 +28,35 @@ EXTRACTOR_VERSION = "extract-1"
 
 
 def run(work: Work, ctx: StepContext) -> StepResult:
-    source = Path(work.document.source)
+    if (found := reused(work, ctx)) is not None:
+        return found
     settings = ctx.settings
-    if ctx.reuse is not None:
-        found = reusable(ctx.reuse, ctx.artifacts, source, settings.max_bytes, settings.pdf_engine)
-        if found is not None:
-            key, digest, hit = found
-            return StepResult(hit.output, artifact=hit.artifact, sha256=digest, cache_key=key,
-                              cached_from=hit.source)  # fmt: skip
     extracted = ctx.parsers.extract(
-        source, max_bytes=settings.max_bytes, timeout=settings.extract_timeout
+        Path(work.document.source), max_bytes=settings.max_bytes, timeout=settings.extract_timeout
     )
+    return result_of(work, extracted, ctx)
+
+
+def reused(work: Work, ctx: StepContext) -> StepResult | None:
+    """The step's result from text extracted earlier from the same bytes, if there is any."""
+    if ctx.reuse is None:
+        return None
+    settings = ctx.settings
+    found = reusable(ctx.reuse, ctx.artifacts, Path(work.document.source), settings.max_bytes,
+                     settings.pdf_engine)  # fmt: skip
+    if found is None:
+        return None
+    key, digest, hit = found
+    return StepResult(hit.output, artifact=hit.artifact, sha256=digest, cache_key=key,
+                      cached_from=hit.source)  # fmt: skip
+
+
+def result_of(work: Work, extracted: Extracted, ctx: StepContext) -> StepResult:
+    """The step's result from the text a parser just gave."""
     text = extracted.text
     small = artifacts.inline(text)  # kept in the database, in the step's own commit
     digest = artifacts.digest_of(text) if small else ctx.artifacts.put_text(text)
-    key = content_key(extracted.sha256, source, settings.pdf_engine)
+    key = content_key(extracted.sha256, Path(work.document.source), ctx.settings.pdf_engine)
     return StepResult(output=describe(extracted), artifact=digest, text=text if small else None,
                       sha256=extracted.sha256, cache_key=key)  # fmt: skip
 
