@@ -805,10 +805,10 @@ class Engine:
             # parses it had not started: those are given back (see _run_parses)
             while True:
                 self._run_parses(owner)
+                self._commit(owner)
                 if len(self._inflight) <= len(self._local) or time.monotonic() >= deadline:
                     break
                 self._collect(owner)
-                self._commit(owner)
                 self._beat(run, owner)  # a long grace must not let the lease lapse
         except (HaltError, NotFinished) as exc:  # the store itself failed: stop now
             self._stop_with(exc)

@@ -225,6 +225,24 @@ def test_a_parse_longer_than_the_grace_does_not_delay_the_drain(ws: Workspace) -
     assert ws.verify(run_id).popen.returncode == 0
 
 
+def test_a_parse_that_ends_within_the_grace_is_committed(ws: Workspace) -> None:
+    """SIGTERM while the writer's own parse of a small, slow page is under way: the drain
+    waits for it, and its text is committed, not given back (a regression: the last
+    parse to end was taken in, then left uncommitted)."""
+    folder = ws.root / "in"
+    folder.mkdir()
+    (folder / "slow.html").write_text(slow_html(0.9, "Slow page."), encoding="utf-8")
+    log = EventLog(ws.db)
+    proc = ws.spawn("run", "in", "--grace", "60")
+    signal_when(proc, log, _started("in/slow.html", "extract"), signal.SIGTERM)
+    assert proc.wait(60) == NOT_FINISHED, proc.describe()
+    events = log.refresh()
+    assert has_step_event(events, "step_completed", "in/slow.html", "extract")
+    assert of_type(events, "step_abandoned") == []
+    [run_id] = ws.run_ids()
+    assert ws.verify(run_id).popen.returncode == 0
+
+
 def test_resume_after_repeated_sigkills(ws: Workspace, baseline: dict[str, dict[str, Any]]) -> None:
     log = EventLog(ws.db)
     proc = ws.spawn("run", standard_inputs(ws.root))  # default concurrency: several in flight
