@@ -290,9 +290,10 @@ def _validate_numbers(settings: Settings, where: Mapping[str, str]) -> None:
 
 
 def _validate_delivery(settings: Settings) -> None:
-    from durabatch.targets import check_spec
-
     if settings.deliver_to is not None:
+        # imported only here: its HTTP client is no cost to a run that delivers nothing
+        from durabatch.targets import check_spec
+
         check_spec(settings.deliver_to)
     if settings.on_failure not in ON_FAILURE:
         raise UsageError(f"--on-failure must be keep or compensate, not {settings.on_failure!r}")

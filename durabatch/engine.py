@@ -936,9 +936,11 @@ def drain_on_signals(engine: Engine) -> Iterator[None]:
 def _on_failure(store: Store, run: Run, settings: Settings, observer: Observer,
                 stopping: threading.Event) -> None:  # fmt: skip
     """--on-failure compensate: a run that ends with failures keeps nothing delivered."""
-    from durabatch import compensate
+    if settings.on_failure != "compensate":
+        return
+    from durabatch import compensate  # with an HTTP client: only when it can be needed
 
-    if settings.on_failure == "compensate" and compensate.owed(store, store.get_run(run.id)):
+    if compensate.owed(store, store.get_run(run.id)):
         compensate.after_failure(store, run, settings, observer.note, stopping)
 
 

@@ -474,3 +474,30 @@ def test_version_and_short_help() -> None:
     assert version.exit_code == 0 and version.stdout.strip() == f"durabatch {__version__}"
     short = CliRunner().invoke(app, ["status", "-h"])
     assert short.exit_code == 0 and "status [OPTIONS]" in short.stdout
+
+
+def test_a_run_imports_no_parser_nor_http_client_in_its_own_process(
+    sample_docs: Path, tmp_path: Path
+) -> None:
+    """Parsing happens in the parser processes, and a run that delivers nothing needs no
+    HTTP client: the run's own process starts without them (about a quarter of its
+    start-up)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from durabatch.cli import main\n"
+        "sys.argv = ['durabatch', 'run', sys.argv[1], '--db', sys.argv[2]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('charset_normalizer', 'markdown_it', 'pypdf', 'docx', 'httpx', 'lxml')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(sample_docs), str(tmp_path / "r.db")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+    summary = sqlite3.connect(tmp_path / "r.db").execute(
+        "SELECT COUNT(*) FROM documents WHERE status = 'done'"
+    )
+    assert summary.fetchone()[0] > 0  # it did parse its documents, elsewhere

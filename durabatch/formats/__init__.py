@@ -21,9 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from durabatch.errors import DocumentError, DocumentSkipped, Reason
-from durabatch.formats.html import extract_html
-from durabatch.formats.markdown import extract_markdown
-from durabatch.formats.text import extract_plain
 from durabatch.names import storable, undo
 
 __all__ = ["SUFFIXES", "Extracted", "extract_text", "load_parsers"]
@@ -44,6 +41,27 @@ SUFFIXES: dict[str, str] = {
 }
 
 
+# each imported on first use (load_parsers imports them all): the run's own process,
+# which parses nothing, starts without them (a third of its imports, with the charset
+# detector and the Markdown parser)
+def _plain(data: bytes) -> str:
+    from durabatch.formats.text import extract_plain
+
+    return extract_plain(data)
+
+
+def _markdown(data: bytes) -> str:
+    from durabatch.formats.markdown import extract_markdown
+
+    return extract_markdown(data)
+
+
+def _html(data: bytes) -> str:
+    from durabatch.formats.html import extract_html
+
+    return extract_html(data)
+
+
 def _docx(data: bytes) -> str:
     from durabatch.formats.docx import extract_docx
 
@@ -51,18 +69,21 @@ def _docx(data: bytes) -> str:
 
 
 _TEXT_EXTRACTORS: dict[str, Callable[[bytes], str]] = {
-    "text": extract_plain,
-    "markdown": extract_markdown,
-    "html": extract_html,
+    "text": _plain,
+    "markdown": _markdown,
+    "html": _html,
     "docx": _docx,
 }
 
 
 def load_parsers(pdf_engine: str = "pypdf") -> None:
-    """Import the PDF and Word parsers now. They are imported on first use otherwise,
-    so a command that parses nothing (status, cost, the engine's own process) starts
-    fast; a parser process loads them before it says it is ready."""
-    import durabatch.formats.docx  # noqa: F401
+    """Import every parser now. They are imported on first use otherwise, so a command
+    that parses nothing (status, cost, the engine's own process) starts fast; a parser
+    process loads them before it says it is ready."""
+    import durabatch.formats.docx
+    import durabatch.formats.html
+    import durabatch.formats.markdown
+    import durabatch.formats.text  # noqa: F401
     from durabatch.formats.pdf import load_engine
 
     load_engine(pdf_engine)
