@@ -453,8 +453,8 @@ def main() -> None:
               f"floor (alone, {level} document{'s' if level > 1 else ''} a commit)")  # fmt: skip
         engine = [(d - s - p) / steps - a for (d, p, s, _), a in zip(rounds, alone, strict=True)]
         print(
-            f"  and the engine        {spread(engine, 1e6, 0)} us per step (threads, "
-            "hand-offs, the GIL)"
+            f"  and the engine        {spread(engine, 1e6, 0)} us per step (hand-offs, "
+            "waits; below 0: it parses while it records, as the plain loop cannot)"
         )
         best = [b / p for b, p in zip(pipe_s[level], plain_s, strict=True)]
         print(f"  two-process bound     {spread(pipe_s[level])} s, {spread(best).strip()} x the "
@@ -477,9 +477,9 @@ def record_cost(levels: list[int], alone_s: dict[int, list[float]], plain_s: lis
     share = each / (median(plain_s) / steps)
     print(f"the store's record (from the medians of the store alone at 1 and {k} documents a "
           f"commit): {fixed * 1e6:.0f} us a commit, plus {each * 1e6:.0f} us a step")  # fmt: skip
-    print(f"  a step's own part is {share:.2f} x a plain step: written on the steps' core, even "
-          f"with every step of a run in one commit, the run would be 1 + that x the plain loop "
-          f"(target {TARGET_RATIO})")  # fmt: skip
+    print(f"  a step's own part is {share:.2f} x a plain step, paid on the core that runs the "
+          f"embedded engine's steps, however many steps a commit carries (target: the whole "
+          f"run within {TARGET_RATIO} x)")  # fmt: skip
 
 
 if __name__ == "__main__":
