@@ -549,48 +549,36 @@ def _slow_starting_parsers(folder: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(path)}
 
 
-def test_short_extract_timeout_stops_only_the_slow_document(ws: Workspace) -> None:
+@pytest.mark.parametrize(
+    ("megabytes", "timeout"),
+    [(30, SLOW_START / 2), (0.9, 0.15)],
+    ids=["on a worker thread", "on the writer's thread"],
+)
+def test_short_extract_timeout_stops_only_the_slow_document(
+    ws: Workspace, megabytes: float, timeout: float
+) -> None:
     """Regression: the deadline once counted the parser process's start-up (~0.4 s).
 
     Here every parser process starts slower than the deadline, and the first good
     document is the first its process parses (with several cores, the next ones too):
     counted, start-up alone would time it out. The deadline still leaves the good
-    documents seconds for their milliseconds of parsing."""
-    timeout = SLOW_START / 2
+    documents a hundred times their milliseconds of parsing. A file over 1 MiB is extracted
+    on a worker thread; a smaller one the writer's thread hands to a parser itself and
+    polls between commits: the deadline holds on both paths."""
     folder = ws.root / "in"
     folder.mkdir()
     for i in range(1, 4):
         (folder / f"good_{i}.txt").write_text(note_text(i), encoding="utf-8")
-    # far longer than the deadline to parse, even on a fast machine (~0.3 s/MB)
-    (folder / "zz_slow.html").write_text(slow_html(30, "Slow."), encoding="utf-8")
+    # longer than the deadline to parse, even on a fast machine (~0.3 s/MB)
+    slow = folder / "zz_slow.html"
+    slow.write_text(slow_html(megabytes, "Slow."), encoding="utf-8")
+    assert (slow.stat().st_size < 1 << 20) == (megabytes < 1)
     env = _slow_starting_parsers(ws.root / "slow_start")
     proc = ws.cli("run", "in", "--extract-timeout", str(timeout), env=env)
     [run_id] = ws.run_ids()
     export = ws.export(run_id)
     assert export["in/zz_slow.html"]["reason"] == "timeout"
     assert {p: r["status"] for p, r in export.items() if p != "in/zz_slow.html"} == {
-        f"in/good_{i}.txt": "done" for i in range(1, 4)
-    }
-    assert proc.popen.returncode == FAILED
-
-
-def test_the_writer_stops_a_small_slow_parse_at_its_deadline(ws: Workspace) -> None:
-    """A file of up to 1 MiB is handed to a parser process by the writer's own thread,
-    which polls it between commits: its deadline holds there too (not counting a slow
-    start of the parser processes), and the other documents go on."""
-    folder = ws.root / "in"
-    folder.mkdir()
-    for i in range(1, 4):
-        (folder / f"good_{i}.txt").write_text(note_text(i), encoding="utf-8")
-    slow = folder / "slow.html"  # under 1 MiB; about 0.3-0.7 s to parse
-    slow.write_text(slow_html(0.9, "Slow."), encoding="utf-8")
-    assert slow.stat().st_size < 1 << 20
-    env = _slow_starting_parsers(ws.root / "slow_start")
-    proc = ws.cli("run", "in", "--extract-timeout", "0.15", env=env)
-    [run_id] = ws.run_ids()
-    export = ws.export(run_id)
-    assert export["in/slow.html"]["reason"] == "timeout"
-    assert {p: r["status"] for p, r in export.items() if p != "in/slow.html"} == {
         f"in/good_{i}.txt": "done" for i in range(1, 4)
     }
     assert proc.popen.returncode == FAILED
