@@ -351,7 +351,7 @@ class Engine:
             # a worker has something for the writer, or a parse ended: answer it soon,
             # though not for each document found (every batch is a commit)
             waiting = (doc is None or len(batch) >= DISCOVERY_MIN) and (
-                not self._results.empty() or self._parse_ended()
+                not self._results.empty() or (len(batch) % 16 == 0 and self._parse_ended())
             )
             if (
                 len(batch) >= DISCOVERY_BATCH
@@ -432,7 +432,7 @@ class Engine:
                     if self._inline(claimed):
                         self._local.append(claimed)
                     elif self._parse_here(claimed):
-                        self._parsing.append(claimed)
+                        self._extract_here(owner, claimed)
                     else:
                         self._tasks.put(claimed)
             if finished := [work for work, _ in done if self._next(work) is None]:
@@ -494,42 +494,56 @@ class Engine:
         process of its own, under its deadline. A larger file is extracted on a worker."""
         return work.step == Step.EXTRACT and work.document.size <= PARSE_HERE_BYTES
 
-    def _run_parses(self, owner: Owner) -> int:
+    def _extract_here(self, owner: Owner, work: Work) -> None:
+        """An extraction ``_parse_here`` keeps: text of the same bytes from before, found
+        now (no parser needed), or the file queued for a parser process."""
+        assert self._context is not None
+        try:  # a file that grew past PARSE_HERE_BYTES is not hashed here: it is parsed
+            reused = extract.reused(work, self._context, PARSE_HERE_BYTES)
+        except Exception as exc:
+            self._handle(owner, _Finished(work, error=exc))
+            return
+        if reused is not None:
+            self._handle(owner, _Finished(work, result=reused))
+        else:
+            self._parsing.append(work)
+
+    def _run_parses(self, owner: Owner, *, starting: bool = True) -> int:
         """Take in the parses this thread started that ended, start those queued while a
-        parser process is free (a drain gives them back unstarted instead: it waits for
-        the parses under way, not for those queued), and send those just started.
-        Returns how many ended or started."""
+        parser process is free, and send those just started. In a drain (or, without
+        ``starting``, as the session stops) the queued ones are given back unstarted:
+        it waits for the parses under way, not for those queued. Returns how many
+        ended, started or were given back."""
         ran = self._poll_parses(owner)
-        context = self._context
-        while self._parsing and context is not None:
+        if self._parsing and (self.draining.is_set() or not starting):
+            ran += len(self._parsing)
+            self._give_back(owner, self._parsing, "the run is stopping: its parse was not started")
+        while self._parsing:
             work = self._parsing[0]
-            source = Path(work.document.source)
             try:
-                if self.draining.is_set():
-                    raise Cancelled(f"the run is stopping: parsing {source} was not started")
-                parse = self.parsers.start(source, max_bytes=self.settings.max_bytes,
+                parse = self.parsers.start(Path(work.document.source),
+                                           max_bytes=self.settings.max_bytes,
                                            timeout=self.settings.extract_timeout)  # fmt: skip
-                if parse is None:
-                    return ran  # every parser is busy
-            except Exception as exc:
+            except Exception as exc:  # the pool is closing
                 self._parsing.popleft()
                 self._handle(owner, _Finished(work, error=exc))
                 ran += 1
                 continue
+            if parse is None:
+                break  # every parser is busy
             self._parsing.popleft()
+            self._parses[work.document.id] = (work, parse)
             ran += 1
-            try:
-                reused = extract.reused(work, context)  # the same bytes' text, from before
-            except Exception as exc:
-                parse.abandon()
-                self._handle(owner, _Finished(work, error=exc))
-                continue
-            if reused is not None:
-                parse.abandon()
-                self._handle(owner, _Finished(work, result=reused))
-            else:
-                self._parses[work.document.id] = (work, parse)
         return ran + self._poll_parses(owner)
+
+    def _give_back(self, owner: Owner, works: collections.deque[Work], why: str) -> None:
+        """Steps this thread holds and never started, abandoned in one transaction."""
+        given = list(works)
+        works.clear()
+        for work in given:
+            del self._inflight[work.document.id]
+            self._handed.pop(work.document.id, None)
+        self.store.abandon(owner, given, why)
 
     def _poll_parses(self, owner: Owner) -> int:
         """Send what waits to be sent; take in each parse that ended. Returns how many."""
@@ -804,7 +818,7 @@ class Engine:
             # steps kept for this thread that it never started are not waited for, nor the
             # parses it had not started: those are given back (see _run_parses)
             while True:
-                self._run_parses(owner)
+                self._run_parses(owner, starting=False)
                 self._commit(owner)
                 if len(self._inflight) <= len(self._local) or time.monotonic() >= deadline:
                     break

@@ -77,12 +77,19 @@ class ParserPool:
         self._at_exit = False
         # parsing is CPU-bound: more processes than cores only makes each start slower
         self._slots = threading.BoundedSemaphore(size or os.cpu_count() or 1)
+        self._waiting = 0  # threads blocked in extract for a slot: start does not jump them
 
     def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
         """Parse in a worker; the deadline starts when a worker has the file. A parse that
         got its turn only once the run began to stop is not started: a drain waits for
         the parses under way, not for every one queued behind them."""
-        self._slots.acquire()
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
         parse = self._begin(path, max_bytes, timeout)
         try:
             while (extracted := parse.poll()) is None:
@@ -94,9 +101,10 @@ class ParserPool:
 
     def start(self, path: Path, *, max_bytes: int, timeout: float) -> Parse | None:
         """``extract`` without waiting, for a thread with other work: the parse, which
-        that thread polls; None while every worker is busy. Nothing is sent to the worker
-        before the first poll, and ``Parse.abandon`` gives the worker back unused."""
-        if not self._slots.acquire(blocking=False):
+        that thread polls; None while every worker is busy, or a thread waits in
+        ``extract`` for one (it goes first). Nothing is sent to the worker before the
+        first poll, and ``Parse.abandon`` gives the worker back unused."""
+        if self._waiting or not self._slots.acquire(blocking=False):
             return None
         return self._begin(path, max_bytes, timeout)
 
@@ -176,9 +184,10 @@ class ParserPool:
 
 class Parse:
     """One file on a parser worker. ``poll`` sends it (once the worker is ready: a new one
-    imports the parsers first, and the deadline starts only then) and returns its text
-    when the reply is there, None before; it raises the document's error, or ``Cancelled``
-    when the pool closed under it. The worker and its slot go back when it ends."""
+    imports the parsers first) and returns its text when the reply is there, None
+    before; it raises the document's error, or ``Cancelled`` when the pool closed under
+    it. The deadline runs from the send: neither a worker's start nor the caller's own
+    work before its first poll counts. The worker and its slot go back when it ends."""
 
     def __init__(self, pool: ParserPool, worker: _Worker, path: Path, max_bytes: int,
                  timeout: float) -> None:  # fmt: skip
@@ -226,7 +235,6 @@ class Parse:
             pass
         if not worker.ready:
             raise self._pool._not_started(worker)
-        self.deadline = time.monotonic() + self._timeout
         return True
 
     def _reply(self) -> tuple[str, object, object, object] | None:
@@ -234,7 +242,7 @@ class Parse:
         try:
             if not self._sent:
                 worker.conn.send(self._job)
-                self._sent = True
+                self._sent, self.deadline = True, time.monotonic() + self._timeout
             if worker.conn.poll(0):
                 reply: tuple[str, object, object, object] = worker.conn.recv()
                 return reply

@@ -549,6 +549,29 @@ def _slow_starting_parsers(folder: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(path)}
 
 
+def test_a_rerun_answered_from_the_database_starts_no_parser(ws: Workspace) -> None:
+    """A second run over the same files finds every text and every answer in the
+    database: it needs no parser process, and starts none."""
+    folder = ws.root / "in"
+    folder.mkdir()
+    for i in range(200):  # enough for the run to outlast a parser's start, were one started
+        (folder / f"note_{i}.txt").write_text(note_text(i), encoding="utf-8")
+    first = ws.cli("run", "in")
+    assert first.popen.returncode == 0, first.describe()
+    watch = ws.root / "watch"
+    watch.mkdir()
+    started = ws.root / "parsers_started"
+    (watch / "sitecustomize.py").write_text(  # each parser process leaves a mark
+        f"import sys\nif '--multiprocessing-fork' in sys.argv:\n"
+        f"    open({str(started)!r}, 'a').write('started\\n')\n",
+        encoding="utf-8",
+    )
+    second = ws.cli("run", "in", env={"PYTHONPATH": str(watch)})
+    assert second.popen.returncode == 0, second.describe()
+    assert {r["status"] for r in ws.export(ws.run_ids()[-1]).values()} == {"done"}
+    assert not started.exists(), "a parser process was started for text already at hand"
+
+
 @pytest.mark.parametrize(
     ("megabytes", "timeout"),
     [(30, SLOW_START / 2), (0.9, 0.15)],

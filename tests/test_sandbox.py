@@ -5,6 +5,7 @@ files; nothing is mocked."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -114,5 +115,46 @@ def test_a_draining_pool_starts_no_parse(note: Path) -> None:
         stopping.clear()  # the slot was given back
         parse = pool.start(note, max_bytes=MAX_BYTES, timeout=60)
         assert parse is not None and finish(parse).kind == "text"
+    finally:
+        pool.close()
+
+
+def test_the_deadline_runs_from_the_send_not_from_the_start(note: Path) -> None:
+    """The caller takes a parse, then does its own work (a commit, a batch of the walk)
+    before its first poll, which sends the file: that time is not the parse's."""
+    pool = ParserPool(1)
+    try:
+        warm = pool.start(note, max_bytes=MAX_BYTES, timeout=60)
+        assert warm is not None
+        finish(warm)  # the worker is up
+        parse = pool.start(note, max_bytes=MAX_BYTES, timeout=0.2)
+        assert parse is not None
+        time.sleep(0.4)
+        assert finish(parse).kind == "text"
+    finally:
+        pool.close()
+
+
+def test_a_thread_waiting_for_a_worker_goes_before_a_parse_started_without_waiting(
+    note: Path, slow: Path
+) -> None:
+    """A large file's extraction on a worker thread waits for a slot in ``extract``; the
+    writer, which starts its parses without waiting, does not take the slot it frees."""
+    pool = ParserPool(1)
+    try:
+        first = pool.start(slow, max_bytes=MAX_BYTES, timeout=60)
+        assert first is not None
+        done: list[Extracted] = []
+        waiter = threading.Thread(
+            target=lambda: done.append(pool.extract(note, max_bytes=MAX_BYTES, timeout=60))
+        )
+        waiter.start()
+        time.sleep(0.3)  # it waits for the one worker
+        finish(first)
+        assert pool.start(note, max_bytes=MAX_BYTES, timeout=60) is None
+        waiter.join(60)
+        assert done and done[0].kind == "text"
+        after = pool.start(note, max_bytes=MAX_BYTES, timeout=60)
+        assert after is not None and finish(after).kind == "text"
     finally:
         pool.close()

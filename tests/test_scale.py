@@ -243,7 +243,10 @@ def test_status_and_resume_read_by_index_never_a_whole_table(ws: Workspace) -> N
             plan = store.conn.execute(  # type: ignore[attr-defined]
                 f"EXPLAIN QUERY PLAN {sql}"
             ).fetchall()
-            found = [row[3] for row in plan if row[3].startswith("SCAN ")]
+            # a SCAN of a subquery's own rows (a CO-ROUTINE) reads no table
+            inner = {row[3].split()[1] for row in plan if row[3].startswith("CO-ROUTINE ")}
+            found = [row[3] for row in plan
+                     if row[3].startswith("SCAN ") and row[3].split()[1] not in inner]  # fmt: skip
             if found:
                 scans[sql] = found
             if "cache_key" in sql:  # earlier answers: through their content's hash

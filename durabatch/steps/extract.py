@@ -40,12 +40,14 @@ def run(work: Work, ctx: StepContext) -> StepResult:
     return result_of(work, extracted, ctx)
 
 
-def reused(work: Work, ctx: StepContext) -> StepResult | None:
-    """The step's result from text extracted earlier from the same bytes, if there is any."""
+def reused(work: Work, ctx: StepContext, most: int | None = None) -> StepResult | None:
+    """The step's result from text extracted earlier from the same bytes, if there is any.
+    ``most``: the largest file to hash for it (a larger one is parsed, not reused)."""
     if ctx.reuse is None:
         return None
     settings = ctx.settings
-    found = reusable(ctx.reuse, ctx.artifacts, Path(work.document.source), settings.max_bytes,
+    limit = settings.max_bytes if most is None else min(most, settings.max_bytes)
+    found = reusable(ctx.reuse, ctx.artifacts, Path(work.document.source), limit,
                      settings.pdf_engine)  # fmt: skip
     if found is None:
         return None
@@ -116,7 +118,10 @@ def file_sha256(path: Path, max_bytes: int) -> str | None:
             if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
                 return None
             if info.st_size <= SMALL_FILE_BYTES:  # file_digest's 256 KiB buffer costs more
-                return hashlib.sha256(handle.read()).hexdigest()
+                data = handle.read(SMALL_FILE_BYTES + 1)
+                if len(data) <= SMALL_FILE_BYTES:
+                    return hashlib.sha256(data).hexdigest()
+                handle.seek(0)  # it grew since fstat
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None

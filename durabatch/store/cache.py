@@ -43,19 +43,24 @@ class SQLiteCache:
             pairs = set(chunk)
             marks = ", ".join("?" * len(chunk))
             rows = self.conn.execute(
-                "SELECT s.cache_key, d.sha256, s.output, d.run_id, d.path,"
-                " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = s.doc_id"
-                "  AND c.step = s.step AND c.kept = 1) AS cost_pico,"
-                " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = s.doc_id"
-                "  AND c.step = s.step AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls"
-                f" FROM documents d JOIN steps s ON s.doc_id = d.id WHERE d.sha256 IN ({marks})"
-                f" AND s.cache_key IN ({marks}) AND s.status = ?"
-                " ORDER BY s.cached_from IS NOT NULL, s.completed_at",
+                # each pair's first answer (an original before a copy, the earliest first),
+                # ranked among the candidates the content's index finds; its cost is
+                # summed for that answer alone, however many runs answered it since
+                "SELECT f.cache_key, f.sha256, f.output, f.run_id, f.path,"
+                " (SELECT SUM(c.cost_pico) FROM model_calls c WHERE c.doc_id = f.doc_id"
+                "  AND c.step = f.step AND c.kept = 1) AS cost_pico,"
+                " (SELECT COUNT(*) FROM model_calls c WHERE c.doc_id = f.doc_id"
+                "  AND c.step = f.step AND c.kept = 1 AND c.cost_pico IS NULL) AS unpriced_calls"
+                " FROM (SELECT s.doc_id, s.step, s.cache_key, d.sha256, s.output, d.run_id,"
+                "  d.path, ROW_NUMBER() OVER (PARTITION BY s.cache_key, d.sha256"
+                "  ORDER BY s.cached_from IS NOT NULL, s.completed_at) AS nth"
+                f"  FROM documents d JOIN steps s ON s.doc_id = d.id WHERE d.sha256 IN ({marks})"
+                f"  AND s.cache_key IN ({marks}) AND s.status = ?) AS f WHERE f.nth = 1",
                 (*(sha256 for _, sha256 in chunk), *(key for key, _ in chunk), StepStatus.DONE),
             ).fetchall()
-            for row in rows:  # the first answer to each key, in the order above
+            for row in rows:
                 key = row["cache_key"]
-                if key in found or (key, row["sha256"]) not in pairs:
+                if (key, row["sha256"]) not in pairs:  # a key asked with other content
                     continue
                 cost = None if row["unpriced_calls"] else from_pico(row["cost_pico"] or 0)
                 found[key] = CachedStep(json.loads(row["output"]),
