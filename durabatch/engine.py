@@ -540,10 +540,10 @@ class Engine:
         """Steps this thread holds and never started, abandoned in one transaction."""
         given = list(works)
         works.clear()
+        self.store.abandon(owner, given, why)  # if it fails, the shutdown gives them back
         for work in given:
             del self._inflight[work.document.id]
             self._handed.pop(work.document.id, None)
-        self.store.abandon(owner, given, why)
 
     def _poll_parses(self, owner: Owner) -> int:
         """Send what waits to be sent; take in each parse that ended. Returns how many."""
