@@ -7,12 +7,12 @@ embedded engine's steps on short texts, runs it itself between commits: see
 process itself, and polls: see ``Engine._parse_here``), and commits what comes
 back: results (which also claim each document's next step), a failure, or a
 partial result of a long document, which the worker waits for before its next
-model call. The results that
-arrived together commit in one transaction with the claims of fresh documents
-for the free slots: one fsync for many steps (group commit). Workers never
-write to the database (each reads earlier answers to the same inputs on a
-connection of its own), so a step's outcome is durable before the next step of
-that document starts, and a step that committed is never handed out again.
+model call. The results that arrived together commit in one transaction with
+the claims of fresh documents for the free slots: one fsync for many steps
+(group commit). Workers never write to the database (each reads earlier
+answers to the same inputs on a connection of its own), so a step's outcome is
+durable before the next step of that document starts, and a step that
+committed is never handed out again.
 
 Discovery streams: the folder walk adds documents in small batches between turns
 of the loop, so the first step starts after the first batch, not after the last
