@@ -518,6 +518,7 @@ class Engine:
         if self._parsing and (self.draining.is_set() or not starting):
             ran += len(self._parsing)
             self._give_back(owner, self._parsing, "the run is stopping: its parse was not started")
+        started = 0
         while self._parsing:
             work = self._parsing[0]
             try:
@@ -533,8 +534,8 @@ class Engine:
                 break  # every parser is busy
             self._parsing.popleft()
             self._parses[work.document.id] = (work, parse)
-            ran += 1
-        return ran + self._poll_parses(owner)
+            started += 1
+        return ran + started + (self._poll_parses(owner) if started else 0)
 
     def _give_back(self, owner: Owner, works: collections.deque[Work], why: str) -> None:
         """Steps this thread holds and never started, abandoned in one transaction."""
@@ -565,22 +566,22 @@ class Engine:
 
     def _parse_ended(self) -> bool:
         """Whether a parse this thread started has something to take in (or failed)."""
-        if not self._parses:
-            return False
-        try:
-            return bool(wait_for([parse.conn for _, parse in self._parses.values()], 0))
-        except (OSError, ValueError):  # a parser killed: its poll tells
-            return True
+        return bool(self._parses) and self._wait_parses(0)
 
     def _await_parses(self) -> None:
         """Until a parse this thread started can be polled, or its deadline; while workers
         also have steps, a short while only: what they send does not wake this wait."""
-        parses = [parse for _, parse in self._parses.values()]
-        on_workers = len(self._inflight) - len(parses) - len(self._parsing) - len(self._local)
-        soonest = min(parse.deadline for parse in parses) - time.monotonic()
-        timeout = min(PARSE_POLL_SECONDS if on_workers > 0 else POLL_SECONDS, soonest)
-        with contextlib.suppress(OSError, ValueError):  # a parser killed: its poll tells
-            wait_for([parse.conn for parse in parses], max(0.0, timeout))
+        here = len(self._parses) + len(self._parsing) + len(self._local)
+        soonest = min(parse.deadline for _, parse in self._parses.values()) - time.monotonic()
+        wait = PARSE_POLL_SECONDS if len(self._inflight) > here else POLL_SECONDS
+        self._wait_parses(max(0.0, min(wait, soonest)))
+
+    def _wait_parses(self, seconds: float) -> bool:
+        """Up to ``seconds`` for a parse's pipe to have something; whether one has."""
+        try:
+            return bool(wait_for([parse.conn for _, parse in self._parses.values()], seconds))
+        except (OSError, ValueError):  # a parser killed: its poll tells
+            return True
 
     def _embedded(self, work: Work) -> bool:
         """A model step of the embedded engine: Python computing, under the GIL."""

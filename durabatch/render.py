@@ -60,16 +60,17 @@ class PlainObserver:
         self.out = out or sys.stderr
 
     def _line(self, text: str) -> None:
-        print(f"{now_iso()} run={self.run_id} {shown(text)}", file=self.out, flush=True)
+        self._lines([text])
+
+    def _lines(self, texts: Sequence[str]) -> None:
+        """Written at once: each write gives up the GIL, and the run's writer thread then
+        waits to get it back."""
+        at = now_iso()
+        self.out.write("".join(f"{at} run={self.run_id} {shown(text)}\n" for text in texts))
+        self.out.flush()
 
     def finished(self, works: Sequence[Work]) -> None:
-        """One line a document, written at once: each write gives up the GIL, and the run's
-        writer thread then waits to get it back."""
-        at = now_iso()
-        lines = "".join(f"{at} run={self.run_id} done {shown(work.document.path)}\n"
-                        for work in works)  # fmt: skip
-        self.out.write(lines)
-        self.out.flush()
+        self._lines([f"done {work.document.path}" for work in works])
 
     def started(self, run: Run, counts: Counts) -> None:
         if run.discovered:
