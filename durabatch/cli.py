@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -239,13 +240,22 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
     finally:
         # the run has stopped, and what it committed is final: a late signal (systemd's
         # to the whole group, a second Ctrl-C) exits at once, with the run's own code,
-        # not 130 or 143 (only in the program itself: a test keeps its own handlers)
+        # not 130 or 143 (only in the program itself: a test keeps its own handlers).
+        # Python puts the default handlers back as it tears down, after the threads are
+        # joined and atexit has run: from then on such a signal is ignored, or it would
+        # kill the process (-15) on its way out with the run's code.
         if _as_program:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, _exit_with(code))
+            atexit.register(_ignore_late_signals)
         close = getattr(observer, "close", None)
         if close:
             close()
+
+
+def _ignore_late_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _exit_with(code: int | None) -> Callable[[int, FrameType | None], None]:

@@ -144,6 +144,34 @@ def test_a_late_signal_after_the_run_stopped_cannot_change_its_exit_code(
         store.close()
 
 
+def test_a_signal_as_the_process_tears_down_is_ignored(ws: Workspace) -> None:
+    """After atexit, Python puts back the default handlers while it tears down, and a
+    signal then killed the process (-15, not the drained run's 75: seen in CI, a second
+    SIGTERM just as a run exited). Here the last atexit hook to run (registered first, by
+    a ``sitecustomize``) finds both signals ignored."""
+    docs(ws)
+    site = ws.root / "site"
+    site.mkdir()
+    seen = ws.root / "handlers"
+    (site / "sitecustomize.py").write_text(
+        # only in the run's own process (its parser processes ignore signals, and a
+        # spawned one inherits the environment, a forked one the hook)
+        "import atexit, os, signal\n"
+        "if not os.environ.get('HOOKED_IN'):\n"
+        "    os.environ['HOOKED_IN'] = str(os.getpid())\n"
+        "    def last(pid=os.getpid()):\n"
+        "        if os.getpid() == pid:\n"
+        f"            with open({str(seen)!r}, 'w') as f:\n"
+        "                for s in (signal.SIGINT, signal.SIGTERM):\n"
+        "                    f.write(str(signal.getsignal(s) is signal.SIG_IGN) + '\\n')\n"
+        "    atexit.register(last)\n",
+        encoding="utf-8",
+    )
+    ran = ws.cli("run", "in", env={"PYTHONPATH": str(site)})
+    assert ran.popen.returncode == 0, ran.describe()
+    assert seen.read_text(encoding="utf-8").split() == ["True", "True"]
+
+
 def test_export_events_and_compact_take_what_users_type(ws: Workspace) -> None:
     docs(ws)
     ran = ws.cli("run", "in")
