@@ -240,22 +240,26 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
     finally:
         # the run has stopped, and what it committed is final: a late signal (systemd's
         # to the whole group, a second Ctrl-C) exits at once, with the run's own code,
-        # not 130 or 143 (only in the program itself: a test keeps its own handlers).
-        # Python puts the default handlers back as it tears down, after the threads are
-        # joined and atexit has run: from then on such a signal is ignored, or it would
-        # kill the process (-15) on its way out with the run's code.
+        # not 130 or 143 (only in the program itself: a test keeps its own handlers)
         if _as_program:
+            global _stopped
+            _stopped = True
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, _exit_with(code))
-            atexit.register(_ignore_late_signals)
         close = getattr(observer, "close", None)
         if close:
             close()
 
 
 def _ignore_late_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    """Python puts the default handlers back as it tears down, once the threads are
+    joined and every atexit hook has run (this one runs last: main registers it first).
+    A signal then killed the process (-15) on its way out with a stopped run's code;
+    from here on it is ignored. Until here ``_exit_with`` answers it: a hook that hangs
+    (joining a stuck child) can still be ended by a signal."""
+    if _stopped:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _exit_with(code: int | None) -> Callable[[int, FrameType | None], None]:
@@ -768,11 +772,13 @@ def _no_stdout() -> None:
 
 
 _as_program = False  # set by main(): this process is the `durabatch` command
+_stopped = False  # set once a run this program processed has stopped
 
 
 def main() -> None:
     global _as_program
     _as_program = True
+    atexit.register(_ignore_late_signals)  # first, so it runs last
     # the engine installs its own drain handlers while it processes a run
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted_early)
