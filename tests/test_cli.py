@@ -476,6 +476,28 @@ def test_version_and_short_help() -> None:
     assert short.exit_code == 0 and "status [OPTIONS]" in short.stdout
 
 
+def test_a_database_up_to_date_is_opened_without_the_migration_library(tmp_path: Path) -> None:
+    """sqlite-utils (about 40 ms of every command's start-up) is imported to migrate a
+    database, and only then: `status` on one already migrated does without it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from durabatch.cli import main\n"
+        "sys.argv = ['durabatch', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('sqlite_utils' in sys.modules)\n"
+    )
+    (tmp_path / "empty").mkdir()
+    db = str(tmp_path / "s.db")
+    # a new database is migrated; then it is not
+    for argv, expected in ((["run", "empty"], "True"), (["status"], "False")):
+        done = subprocess.run([sys.executable, "-c", script, *argv, "--db", db],
+                              cwd=tmp_path, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.stdout.strip().splitlines()[-1] == expected, done.stdout + done.stderr
+
+
 def test_a_run_imports_no_parser_nor_http_client_in_its_own_process(
     sample_docs: Path, tmp_path: Path
 ) -> None:

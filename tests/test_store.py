@@ -16,6 +16,7 @@ from durabatch.events import replay
 from durabatch.models.base import CallRecord
 from durabatch.pricing import PriceBook
 from durabatch.reports import export_rows
+from durabatch.store import migrated
 from durabatch.store.cache import CacheReader
 from durabatch.store.records import (
     DocStatus,
@@ -69,6 +70,13 @@ def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -
     assert store.spend(run_id, by="model")[0]["input_tokens"] == 300
     assert verify(store, run_id) == []
     assert replay(store.events(run_id)).documents[doc.id]["status"] == DocStatus.DONE
+
+
+def test_the_latest_migration_named_for_the_quick_check_is_the_last_one() -> None:
+    """Opening a database checks ``migrated.LATEST`` with plain SQL, not the migration
+    library: a new migration must be named there too, or databases would skip it."""
+    every = [migration.name for migration in migrations.pending(Database(memory=True))]
+    assert every[-1] == migrated.LATEST
 
 
 def test_a_workers_reader_sees_committed_answers_only_and_never_makes_a_database(

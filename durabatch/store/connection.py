@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from durabatch.errors import DatabaseDamaged, StoreError, UsageError
-from durabatch.store.schema import foreign
+from durabatch.store.migrated import foreign
 
 BUSY_TIMEOUT_MS = 10_000
 

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-migrations = Migrations("durabatch")
+from durabatch.store.migrated import SET
 
-
-def foreign(conn: sqlite3.Connection) -> bool:
-    """Whether the file is another program's database: it holds something, and no
-    durabatch migration is recorded in it. An empty file is a new durabatch database."""
-    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-    if not names:
-        return False
-    if Migrations.migrations_table not in names:
-        return True
-    mine = conn.execute(
-        f"SELECT 1 FROM {Migrations.migrations_table} WHERE migration_set = ? LIMIT 1",
-        (migrations.name,),
-    )
-    return mine.fetchone() is None
+migrations = Migrations(SET)
 
 
 # the guard m001 created; `compact` lifts it for one transaction and puts it back as is

@@ -31,8 +31,6 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from durabatch import events as history  # a module: events imports the store's records
 from durabatch import money
 from durabatch.artifacts import ArtifactStore
@@ -53,6 +51,7 @@ from durabatch.store.connection import (
 )
 from durabatch.store.deliveries import SQLiteDeliveries
 from durabatch.store.locks import RunLocks, pid_alive
+from durabatch.store.migrated import up_to_date
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
     Compaction,
@@ -69,7 +68,6 @@ from durabatch.store.records import (
     Work,
     delivers,
 )
-from durabatch.store.schema import EVENTS_NO_DELETE, migrations
 
 RENEW_LEASE = "UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_session = ?"
 
@@ -106,12 +104,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._settled: list[tuple[int, str]] = []  # leave _noted once the commit is made
         try:
             self.conn = connect(path)
-            self.db = Database(self.conn)
-            if migrations.pending(self.db):
-                # two processes opening a new database at once: the first migrates, the
-                # second waits for its write lock and then finds nothing pending
-                with self._tx():
-                    migrations.apply(self.db)
+            if not up_to_date(self.conn):
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
                 raise StoreError(
@@ -130,6 +124,18 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self.files.mkdir(mode=0o700, exist_ok=True)
         self.artifacts = ArtifactStore(self.files / "artifacts")
         self.locks = RunLocks(self.files / "locks")
+
+    def _migrate(self) -> None:
+        from sqlite_utils import Database  # only here: see ``migrated``
+
+        from durabatch.store.schema import migrations
+
+        db = Database(self.conn)
+        if migrations.pending(db):
+            # two processes opening a new database at once: the first migrates, the
+            # second waits for its write lock and then finds nothing pending
+            with self._tx():
+                migrations.apply(db)
 
     def own_files(self) -> list[Path]:
         """The database, its journals and its folder: never documents to process."""
@@ -381,6 +387,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                           last if folded else None, before, self._file_bytes())  # fmt: skip
 
     def _fold(self, run_id: str, count: int, last: int) -> None:
+        from durabatch.store.schema import EVENTS_NO_DELETE  # (sqlite-utils: see _migrate)
+
         state = history.replay(self.events(run_id))
         row = self.conn.execute("SELECT at FROM events WHERE seq = ?", (last,)).fetchone()
         # the only deletion the history allows: the guard is lifted inside this transaction
