@@ -6,6 +6,7 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,3 +205,25 @@ def test_a_new_database_another_process_keeps_locked_is_named_so(
             open_store(str(path))
     finally:
         other.close()
+
+
+def test_processes_opening_a_new_database_at_once_make_its_schema_once(tmp_path: Path) -> None:
+    """Four processes open one new file together: the first to take the write lock makes
+    the schema, the others find it made (no migration recorded twice, none failing)."""
+    path = tmp_path / "new.db"
+    opener = (
+        "import sys, time; from durabatch.store import open_store\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "open_store(sys.argv[1]).close()\n"
+    )
+    at = str(time.time() + 1.0)  # all four open at this moment, once they are started
+    procs = [subprocess.Popen([sys.executable, "-c", opener, str(path), at],
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    names = [row["name"] for row in query(path, "SELECT name FROM _sqlite_migrations")]
+    assert names and len(names) == len(set(names))
+    store = open_store(str(path))
+    assert store.list_runs() == []
+    store.close()

@@ -72,6 +72,27 @@ def test_a_document_walks_every_step_and_the_events_rebuild_it(tmp_path: Path) -
     assert replay(store.events(run_id)).documents[doc.id]["status"] == DocStatus.DONE
 
 
+def test_a_new_database_gets_the_schema_the_migrations_leave(tmp_path: Path) -> None:
+    """A new database is made from ``data/schema.sql``, not by replaying every migration:
+    the two must give the same tables, indexes and triggers, with the same SQL, and the
+    same migrations recorded. (After adding a migration: scripts/snapshot_schema.py.)"""
+    made = open_store(tmp_path)
+    replayed = sqlite3.connect(":memory:", isolation_level=None)
+    migrations.apply(Database(replayed))
+
+    def schema(conn: sqlite3.Connection) -> list[tuple[str, ...]]:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+                            ).fetchall()  # fmt: skip
+
+    def applied(conn: sqlite3.Connection) -> list[tuple[str, ...]]:
+        return conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id"
+                            ).fetchall()  # fmt: skip
+
+    assert [tuple(row) for row in schema(made.conn)] == schema(replayed)
+    assert [tuple(row) for row in applied(made.conn)] == applied(replayed)
+    assert migrations.pending(Database(made.conn)) == []
+
+
 def test_the_latest_migration_named_for_the_quick_check_is_the_last_one() -> None:
     """Opening a database checks ``migrated.LATEST`` with plain SQL, not the migration
     library: a new migration must be named there too, or databases would skip it."""

@@ -40,7 +40,7 @@ from durabatch.errors import BudgetReached, Reason, RunOwnedError, StoreError, U
 from durabatch.models.base import CallRecord
 from durabatch.money import from_pico, to_pico
 from durabatch.pricing import Price, PriceBook
-from durabatch.store import queries
+from durabatch.store import migrated, queries
 from durabatch.store.cache import CacheReader, SQLiteCache
 from durabatch.store.connection import (
     connect,
@@ -51,7 +51,6 @@ from durabatch.store.connection import (
 )
 from durabatch.store.deliveries import SQLiteDeliveries
 from durabatch.store.locks import RunLocks, pid_alive
-from durabatch.store.migrated import up_to_date
 from durabatch.store.reads import SQLiteReads
 from durabatch.store.records import (
     Compaction,
@@ -104,7 +103,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._settled: list[tuple[int, str]] = []  # leave _noted once the commit is made
         try:
             self.conn = connect(path)
-            if not up_to_date(self.conn):
+            if not migrated.up_to_date(self.conn):
                 self._migrate()
         except sqlite3.DatabaseError as exc:
             if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
@@ -126,14 +125,19 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self.locks = RunLocks(self.files / "locks")
 
     def _migrate(self) -> None:
+        """A new database gets the whole schema at once; an older one, the migrations it
+        lacks. Two processes opening a new database at once: the first makes it, the
+        second waits for its write lock and then finds it up to date."""
+        with self._tx():
+            if migrated.empty(self.conn):
+                migrated.create(self.conn)
+                return
         from sqlite_utils import Database  # only here: see ``migrated``
 
         from durabatch.store.schema import migrations
 
         db = Database(self.conn)
         if migrations.pending(db):
-            # two processes opening a new database at once: the first migrates, the
-            # second waits for its write lock and then finds nothing pending
             with self._tx():
                 migrations.apply(db)
 
