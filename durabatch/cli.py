@@ -242,8 +242,6 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
         # to the whole group, a second Ctrl-C) exits at once, with the run's own code,
         # not 130 or 143 (only in the program itself: a test keeps its own handlers)
         if _as_program:
-            global _stopped
-            _stopped = True
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, _exit_with(code))
         close = getattr(observer, "close", None)
@@ -254,12 +252,11 @@ def _process(store: Store, run: Run, settings: config.Settings) -> Outcome:
 def _ignore_late_signals() -> None:
     """Python puts the default handlers back as it tears down, once the threads are
     joined and every atexit hook has run (this one runs last: main registers it first).
-    A signal then killed the process (-15) on its way out with a stopped run's code;
-    from here on it is ignored. Until here ``_exit_with`` answers it: a hook that hangs
-    (joining a stuck child) can still be ended by a signal."""
-    if _stopped:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+    A signal then killed the process (-15) on its way out with its exit code already
+    decided (a drained run's 75); from here on it is ignored. Until here the handlers
+    answer it: a hook that hangs (joining a stuck child) can still be ended."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _exit_with(code: int | None) -> Callable[[int, FrameType | None], None]:
@@ -772,7 +769,6 @@ def _no_stdout() -> None:
 
 
 _as_program = False  # set by main(): this process is the `durabatch` command
-_stopped = False  # set once a run this program processed has stopped
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ def snapshot() -> str:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     db = Database(conn)
     migrations.apply(db)
+    _refuse_what_sql_alone_would_miss(conn)
     rows = conn.execute(
         "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'sqlite_sequence'"
         " ORDER BY rowid"
@@ -42,6 +43,21 @@ def snapshot() -> str:
         for name in names
     ]
     return HEADER + "".join(f"\n{sql};\n" for sql in statements)
+
+
+def _refuse_what_sql_alone_would_miss(conn: sqlite3.Connection) -> None:
+    """The snapshot holds the schema's SQL and the migrations' record: a migration that
+    also leaves rows, or a setting of the file, must be written into it by hand first."""
+    tables = [
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
+    filled = [name for name in tables if name != "_sqlite_migrations"
+              and conn.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone()]  # fmt: skip
+    settings = {pragma: conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+                for pragma in ("user_version", "application_id")}  # fmt: skip
+    if filled or any(settings.values()):
+        raise SystemExit(f"the migrations leave rows in {filled} or settings {settings}: "
+                         "the snapshot would miss them")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -88,8 +88,22 @@ def test_a_new_database_gets_the_schema_the_migrations_leave(tmp_path: Path) -> 
         return conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id"
                             ).fetchall()  # fmt: skip
 
+    def contents(conn: sqlite3.Connection) -> dict[str, object]:
+        """Every table's rows but the migrations' record (its times differ), and the
+        file's own settings: what a migration could leave besides its SQL."""
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != '_sqlite_migrations'"
+        )]  # fmt: skip
+        found: dict[str, object] = {t: conn.execute(f'SELECT * FROM "{t}"').fetchall()
+                                    for t in tables}  # fmt: skip
+        for pragma in ("user_version", "application_id", "auto_vacuum", "page_size"):
+            found[pragma] = conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+        return found
+
     assert [tuple(row) for row in schema(made.conn)] == schema(replayed)
     assert [tuple(row) for row in applied(made.conn)] == applied(replayed)
+    made.conn.row_factory = None  # plain tuples, as the replayed connection gives
+    assert contents(made.conn) == contents(replayed)
     assert migrations.pending(Database(made.conn)) == []
 
 

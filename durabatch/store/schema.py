@@ -10,13 +10,6 @@ from durabatch.store.migrated import SET
 migrations = Migrations(SET)
 
 
-# the guard m001 created; `compact` lifts it for one transaction and puts it back as is
-EVENTS_NO_DELETE = (
-    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events\n"
-    "            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-)
-
-
 @migrations(name="m001_initial")
 def m001_initial(db: Database) -> None:
     # one statement at a time: executescript() would COMMIT the migration's

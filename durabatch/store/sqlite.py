@@ -129,6 +129,8 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         lacks. Two processes opening a new database at once: the first makes it, the
         second waits for its write lock and then finds it up to date."""
         with self._tx():
+            if migrated.up_to_date(self.conn):  # made by another process meanwhile
+                return
             if migrated.empty(self.conn):
                 migrated.create(self.conn)
                 return
@@ -391,15 +393,13 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                           last if folded else None, before, self._file_bytes())  # fmt: skip
 
     def _fold(self, run_id: str, count: int, last: int) -> None:
-        from durabatch.store.schema import EVENTS_NO_DELETE  # (sqlite-utils: see _migrate)
-
         state = history.replay(self.events(run_id))
         row = self.conn.execute("SELECT at FROM events WHERE seq = ?", (last,)).fetchone()
         # the only deletion the history allows: the guard is lifted inside this transaction
         # alone, so a crash midway leaves the events (and the guard) as they were
         self.conn.execute("DROP TRIGGER events_no_delete")
         self.conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-        self.conn.execute(EVENTS_NO_DELETE)
+        self.conn.execute(migrated.EVENTS_NO_DELETE)
         self.conn.execute(
             "INSERT INTO events (seq, run_id, at, type, doc_id, step, data)"
             " VALUES (?, ?, ?, 'snapshot', NULL, NULL, ?)",
