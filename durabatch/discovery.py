@@ -78,12 +78,12 @@ def walk(
     for given in paths:
         root = _real(base / given)
         if root.is_dir():
-            files = _walk(root)
+            files = _walk(str(root), _source(root), _shown(root, base))
+        elif root.exists():
+            files = iter([(_shown(root, base), _source(root), os.stat(root).st_size)])
         else:
-            files = iter([(root, os.stat(root).st_size)]) if root.exists() else iter([])
-        for path, size in files:
-            source = _source(path)
-            shown = _shown(path, base)
+            files = iter([])
+        for shown, source, size in files:
             unlisted = size is None  # any file in it might have been wanted: not --include
             if not any(source == i or source.startswith(i + os.sep) for i in ignored) and (
                 _wanted(shown, () if unlisted else include, exclude)
@@ -123,39 +123,46 @@ def _shown(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, int | None]]:
-    """Files and their sizes; a folder that cannot be listed comes out itself, with no
-    size, so that extract fails it: its files were not seen."""
+def _walk(folder: str, real: str, shown: str) -> Iterator[tuple[str, str, int | None]]:
+    """Each file's path as shown, its source (``_source``) and its size; ``real``: the
+    folder's own path with links resolved, ``shown``: as the user sees it. A folder that
+    cannot be listed comes out itself, with no size, so that extract fails it: its files
+    were not seen. A file that is no link is found at ``real``/name: only links are
+    resolved one by one (a resolve is a system call a part of the path)."""
     try:
-        names, folders = _listing(folder)
+        names, folders, links = _listing(folder)
     except FileNotFoundError:  # vanished while we walked, like a file: it was never there
         return
     except OSError:
-        yield folder, None
+        yield shown, real, None
         return
     for name in names:
-        path = folder / name
-        if name in folders:
-            yield from _walk(path)
+        path = os.path.join(folder, name)
+        seen = name if shown == "." else f"{shown.rstrip('/')}/{name}"
+        if name in folders:  # a folder, not a link to one: its real path is real/name
+            yield from _walk(path, os.path.join(real, name), seen)
             continue
         try:
             found = os.stat(path)  # through a link, as the parsers will read it
         except OSError:  # vanished or unreadable while we walked: it was never there ...
-            if os.path.islink(path):
-                yield path, 0  # ... unless a link leads nowhere, or round a loop: extract says
+            if os.path.islink(path):  # ... unless a link leads nowhere, or round a loop
+                yield seen, _source(Path(path)), 0  # extract says which
             continue
         if stat.S_ISREG(found.st_mode):
-            yield path, found.st_size
+            source = _source(Path(path)) if name in links else os.path.join(real, name)
+            yield seen, source, found.st_size
 
 
-def _listing(folder: Path) -> tuple[list[str], set[str]]:
-    """A folder's visible names, sorted, and which of them are folders (links are not).
+def _listing(folder: str) -> tuple[list[str], set[str], set[str]]:
+    """A folder's visible names, sorted; which of them are folders (links are not); and
+    which are links (or could not be told: they are resolved the slow way).
 
     Names only: a DirEntry keeps its stat once asked, and the entries of a folder of
     100,000 files, held until the walk leaves it, cost 70 MB; their names cost 7."""
     _enter(folder)
     names: list[str] = []
     folders: set[str] = set()
+    links: set[str] = set()
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
@@ -164,10 +171,12 @@ def _listing(folder: Path) -> tuple[list[str], set[str]]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.add(entry.name)
+                elif entry.is_symlink():
+                    links.add(entry.name)
             except OSError:
-                continue
+                links.add(entry.name)
     names.sort()
-    return names, folders
+    return names, folders, links
 
 
 def _enter(folder: str | Path) -> None:

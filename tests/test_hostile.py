@@ -29,6 +29,7 @@ from crashkit import SLOW_TEXT, EventLog, Proc, Workspace, doc_ids, has_step_eve
 from crashkit import slow_html as make_slow_html
 from hostile_corpus import DELETED, MAX_BYTES, SLOW, UNREADABLE, Corpus, write_corpus
 
+from durabatch import names
 from durabatch.discovery import discover
 from durabatch.errors import DocumentError, DocumentSkipped
 from durabatch.formats import extract_text
@@ -201,6 +202,38 @@ def test_links_that_lead_nowhere_are_documents_and_folder_links_are_not_walked(
             extract_text(Path(found[f"in/{name}"].source), max_bytes=MAX_BYTES)
         assert caught.value.reason == "missing"
         assert why in str(caught.value)
+
+
+def test_each_source_is_the_real_path_however_the_folder_was_reached(tmp_path: Path) -> None:
+    """Discovery resolves only links, one by one; any other file's source is its folder's
+    real path and its name. Whichever way in (the folder itself, ".", a link to it, a
+    path through ".."), each source is what resolving the file gives."""
+    real = tmp_path / "elsewhere" / "real"
+    (real / "deeper").mkdir(parents=True)
+    (real / "target.txt").write_text("The target.", encoding="utf-8")
+    (real / "deeper" / "inner.md").write_text("# Inner", encoding="utf-8")
+    base = tmp_path / "base"
+    (base / "in" / "sub").mkdir(parents=True)
+    (base / "in" / "a.txt").write_text("A.", encoding="utf-8")
+    (base / "in" / "sub" / "b.txt").write_text("B.", encoding="utf-8")
+    os.symlink(real / "target.txt", base / "in" / "sub" / "to_target.txt")
+    os.symlink(real, base / "to_real")  # a folder link given by name is walked
+    weird = os.fsdecode(b"caf\xe9 and \xc3\xbc.txt")  # a name in Latin-1, and one in UTF-8
+    (base / "in" / weird).write_text("W.", encoding="utf-8")
+    for given in (["in"], ["."], ["to_real"], ["in/../in/sub"], [str(base / "to_real")]):
+        found = list(discover(given, base))
+        assert found, given
+        for doc in found:
+            written = base / doc.path  # a name that is not UTF-8 is stored written out
+            shown = undone[0] if (undone := names.undo(written)) else written
+            assert doc.source == names.storable(str(shown.resolve())), (given, doc)
+        weird_found = [d for d in found if "\\x" in d.path]
+        assert len(weird_found) == (1 if given in (["in"], ["."]) else 0), given
+    through_link = {d.path: d.source for d in discover(["to_real"], base)}
+    assert through_link == {"to_real/deeper/inner.md": str(real.resolve() / "deeper" / "inner.md"),
+                            "to_real/target.txt": str(real.resolve() / "target.txt")}  # fmt: skip
+    linked = {d.path: d.source for d in discover(["in"], base)}["in/sub/to_target.txt"]
+    assert linked == str(real.resolve() / "target.txt")
 
 
 def test_utf8_with_a_damaged_byte_stays_utf8() -> None:
