@@ -3,9 +3,12 @@
     .venv/bin/python bench/overhead.py [--docs 5000] [--concurrency 1,4,32] [--rounds 3]
 
 Side by side, in one run, on the same disk:
-- plain: each document parsed by the same parser worker pool, then summarized and its
-  entities found by the embedded engine, in a loop that keeps nothing (its own imports
-  are done before the clock starts; the parser process starts inside it, as in a run);
+- plain: the engine's own step functions (extract, summarize, entities) called for each
+  document in a loop that keeps nothing, as the issue defines it: the same parser worker
+  pool, chunking and embedded engine as a run (its own imports are done before the clock
+  starts; the parser process starts inside it, as in a run);
+- the calls alone: the parser pool and the embedded engine called directly, without the
+  step functions around them: the baseline of earlier stops, printed beside;
 - start-up: `durabatch run` over an empty folder: imports and a new database, paid
   once per run whatever its size (no parser process: it starts with the first document);
 - durable: `durabatch run` over the same folder (local engine, synchronous=FULL) at each
@@ -68,7 +71,37 @@ def make_docs(folder: Path, count: int) -> None:
             (folder / f"d{i:05d}.html").write_text(f"<html><body><p>{text}</p></body></html>")
 
 
-def plain(folder: Path) -> float:
+def plain(folder: Path, work: Path) -> float:
+    """The engine's own step functions (extract, summarize, entities) called one after
+    another for each document, as the issue defines the baseline: the same parser pool,
+    the same chunking and the same embedded engine as a run, and nothing kept (no
+    database, no cache: the texts are all short enough to stay in memory)."""
+    from durabatch.artifacts import ArtifactStore
+    from durabatch.config import Settings
+    from durabatch.engine import STEPS
+    from durabatch.models.local import LocalProvider
+    from durabatch.sandbox import ParserPool
+    from durabatch.steps.context import StepContext
+    from durabatch.store.records import PIPELINE, Step, Work
+
+    pool = ParserPool()
+    context = StepContext(Settings(), LocalProvider(), ArtifactStore(work / "plain"), pool,
+                          one_piece)  # fmt: skip
+    started = time.monotonic()
+    try:
+        for path in sorted(folder.iterdir()):
+            doc, text = document(path, 0), None  # the step functions read its source only
+            for step in PIPELINE:
+                result = STEPS[step](Work(doc, step, 1, text=text), context)
+                text = result.text if step == Step.EXTRACT else text
+    finally:
+        pool.close()
+    return time.monotonic() - started
+
+
+def calls_only(folder: Path) -> float:
+    """The plain loop of earlier stops: the parser pool and the embedded engine called
+    directly, without the step functions around them (chunking, results)."""
     from durabatch.models.local import LocalProvider
     from durabatch.sandbox import ParserPool
 
@@ -118,15 +151,22 @@ def one_piece(index: int, output: Any, calls: Any) -> None:
     raise AssertionError("the bench's documents are one piece each")
 
 
+def document(path: Path, size: int) -> Any:
+    """A document in a run's hands, as a step function gets it."""
+    from durabatch.store.records import DocStatus, Document
+
+    return Document(0, "", 0, path.name, str(path), size, None, DocStatus.RUNNING, None, None,
+                    None)  # fmt: skip
+
+
 def run_step(context: Any, path: Path, step: Any, text: str | None) -> Any:
     """One step of one document by the engine's own step function, its answer keyed as
     the engine keys a model step's answer."""
     from durabatch.engine import STEPS
-    from durabatch.store.records import DocStatus, Document, Step, Work
+    from durabatch.store.records import Step, Work
 
-    doc = Document(0, "", 0, path.name, str(path), path.stat().st_size, None,
-                   DocStatus.RUNNING, None, None, None)  # fmt: skip
-    result = STEPS[step](Work(doc, step, 1, text=text), context)
+    work = Work(document(path, path.stat().st_size), step, 1, text=text)
+    result = STEPS[step](work, context)
     if step == Step.EXTRACT:
         return result
     key = hashlib.sha256(f"{path.name} {step}".encode()).hexdigest()
@@ -398,6 +438,7 @@ def main() -> None:
     levels = [int(level) for level in args.concurrency.split(",")]
     steps = args.docs * STEPS_PER_DOC
     plain_s: list[float] = []
+    calls_s: list[float] = []
     start_s: list[float] = []
     floor_s: list[float] = []
     page_floor_s: list[float] = []
@@ -413,7 +454,8 @@ def main() -> None:
         pages, where = pages_per_step(folder_of(folder, work, sample), work, sample)
         found = answers(folder, work)
         for n in range(args.rounds):  # each round measures everything once, side by side
-            plain_s.append(plain(folder))
+            plain_s.append(plain(folder, work))
+            calls_s.append(calls_only(folder))
             start_s.append(durable(work / "empty", work, 1, n))
             for level in levels:
                 durable_s[level].append(durable(folder, work, level, n))
@@ -424,7 +466,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"documents {args.docs}, steps {steps}; median of {args.rounds} rounds (range)")
-    print(f"plain loop:                 {spread(plain_s)} s")
+    print(f"plain loop:                 {spread(plain_s)} s  (the step functions)")
+    print(f"the calls alone:            {spread(calls_s)} s  (no step functions around them)")
     print(f"durabatch start-up:         {spread(start_s)} s  (an empty folder)")
     print(f"floor (one fsynced commit): {spread(floor_s, 1e6, 0)} us per step")
     to_one_row = [p / f for p, f in zip(page_floor_s, floor_s, strict=True)]
@@ -445,6 +488,8 @@ def main() -> None:
         print(f"durabatch run, concurrency {level}: {spread(runs)} s")
         print(f"  ratio durable/plain   {spread(ratio)}  (target <= {TARGET_RATIO})")
         print(f"  without the start-up  {spread(steady)}")
+        calls = [d / c for d, c in zip(runs, calls_s, strict=True)]
+        print(f"  against the calls     {spread(calls)}  (the baseline of earlier stops)")
         print(f"  durability adds       {spread(per_step, 1e6, 0)} us per step")
         print(f"  that is, x the floor  {spread(to_floor)}  (target <= 2)")
         alone = [a / steps for a in alone_s[level]]
