@@ -6,8 +6,9 @@ so memory stays flat however many files there are. Hidden files and folders
 (names starting with a dot) are left out of folder walks, and so are the
 database and its files; a file named explicitly is always taken.
 
-Symbolic links to folders are not followed (a link back to a parent would
-walk forever). A link that leads nowhere - to a file that is gone, or round
+Only links are resolved, one by one: any other file's source is its folder's
+real path and its name. Symbolic links to folders are not followed (a link back
+to a parent would walk forever). A link that leads nowhere - to a file that is gone, or round
 a loop of links - is taken as a document, so that it ends ``failed`` with a
 reason a person can see instead of vanishing from the run.
 
@@ -78,7 +79,7 @@ def walk(
     for given in paths:
         root = _real(base / given)
         if root.is_dir():
-            files = _walk(str(root), _source(root), _shown(root, base))
+            files = _walk(str(root), _source(root), base)
         elif root.exists():
             files = iter([(_shown(root, base), _source(root), os.stat(root).st_size)])
         else:
@@ -123,34 +124,38 @@ def _shown(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
-def _walk(folder: str, real: str, shown: str) -> Iterator[tuple[str, str, int | None]]:
-    """Each file's path as shown, its source (``_source``) and its size; ``real``: the
-    folder's own path with links resolved, ``shown``: as the user sees it. A folder that
-    cannot be listed comes out itself, with no size, so that extract fails it: its files
-    were not seen. A file that is no link is found at ``real``/name: only links are
-    resolved one by one (a resolve is a system call a part of the path)."""
+def _walk(folder: str, real: str, base: Path) -> Iterator[tuple[str, str, int | None]]:
+    """Each file's path as shown (``_shown``), its source (``_source``) and its size;
+    ``real``: the folder's own path with links resolved. A folder that cannot be listed
+    comes out itself, with no size, so that extract fails it: its files were not seen.
+
+    Only links are resolved, one by one (resolving costs a system call for each part of
+    the path): any other entry's source is ``real``/name, and its path as shown is its
+    folder's and its name. An entry replaced by a link while the walk runs keeps the
+    path it was listed under."""
     try:
-        names, folders, links = _listing(folder)
+        listed, folders, links = _listing(folder)
     except FileNotFoundError:  # vanished while we walked, like a file: it was never there
         return
     except OSError:
-        yield shown, real, None
+        yield _shown(Path(folder), base), real, None
         return
-    for name in names:
+    shown = _shown(Path(folder), base)  # once a folder: the base may be inside it
+    prefix = "" if shown == "." else shown if shown.endswith("/") else f"{shown}/"
+    for name in listed:
         path = os.path.join(folder, name)
-        seen = name if shown == "." else f"{shown.rstrip('/')}/{name}"
         if name in folders:  # a folder, not a link to one: its real path is real/name
-            yield from _walk(path, os.path.join(real, name), seen)
+            yield from _walk(path, os.path.join(real, name), base)
             continue
         try:
             found = os.stat(path)  # through a link, as the parsers will read it
         except OSError:  # vanished or unreadable while we walked: it was never there ...
             if os.path.islink(path):  # ... unless a link leads nowhere, or round a loop
-                yield seen, _source(Path(path)), 0  # extract says which
+                yield prefix + name, _source(Path(path)), 0  # extract says which
             continue
         if stat.S_ISREG(found.st_mode):
             source = _source(Path(path)) if name in links else os.path.join(real, name)
-            yield seen, source, found.st_size
+            yield prefix + name, source, found.st_size
 
 
 def _listing(folder: str) -> tuple[list[str], set[str], set[str]]:
@@ -160,14 +165,14 @@ def _listing(folder: str) -> tuple[list[str], set[str], set[str]]:
     Names only: a DirEntry keeps its stat once asked, and the entries of a folder of
     100,000 files, held until the walk leaves it, cost 70 MB; their names cost 7."""
     _enter(folder)
-    names: list[str] = []
+    listed: list[str] = []
     folders: set[str] = set()
     links: set[str] = set()
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            names.append(entry.name)
+            listed.append(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     folders.add(entry.name)
@@ -175,8 +180,8 @@ def _listing(folder: str) -> tuple[list[str], set[str], set[str]]:
                     links.add(entry.name)
             except OSError:
                 links.add(entry.name)
-    names.sort()
-    return names, folders, links
+    listed.sort()
+    return listed, folders, links
 
 
 def _enter(folder: str | Path) -> None:

@@ -205,35 +205,49 @@ def test_links_that_lead_nowhere_are_documents_and_folder_links_are_not_walked(
 
 
 def test_each_source_is_the_real_path_however_the_folder_was_reached(tmp_path: Path) -> None:
-    """Discovery resolves only links, one by one; any other file's source is its folder's
+    """Discovery resolves only links, one by one: any other file's source is its folder's
     real path and its name. Whichever way in (the folder itself, ".", a link to it, a
-    path through ".."), each source is what resolving the file gives."""
-    real = tmp_path / "elsewhere" / "real"
+    path through "..", a folder that holds the one the run starts in), each document's
+    source is what resolving it gives, its size is its file's, and it is shown relative
+    to where the run started when it is inside it."""
+    tmp = tmp_path.resolve()
+    real = tmp / "elsewhere" / "real"
     (real / "deeper").mkdir(parents=True)
     (real / "target.txt").write_text("The target.", encoding="utf-8")
     (real / "deeper" / "inner.md").write_text("# Inner", encoding="utf-8")
-    base = tmp_path / "base"
+    base = tmp / "base"
     (base / "in" / "sub").mkdir(parents=True)
     (base / "in" / "a.txt").write_text("A.", encoding="utf-8")
-    (base / "in" / "sub" / "b.txt").write_text("B.", encoding="utf-8")
+    (base / "in" / "sub" / "b.txt").write_text("Bee.", encoding="utf-8")
     os.symlink(real / "target.txt", base / "in" / "sub" / "to_target.txt")
     os.symlink(real, base / "to_real")  # a folder link given by name is walked
-    weird = os.fsdecode(b"caf\xe9 and \xc3\xbc.txt")  # a name in Latin-1, and one in UTF-8
-    (base / "in" / weird).write_text("W.", encoding="utf-8")
-    for given in (["in"], ["."], ["to_real"], ["in/../in/sub"], [str(base / "to_real")]):
+    weird = os.fsdecode(b"caf\xe9 \xc3\xbc.txt")  # one name: a Latin-1 byte, then UTF-8
+    (base / "in" / weird).write_text("Weird.", encoding="utf-8")
+    givens = [["in"], ["."], ["to_real"], ["to_real/.."], ["in/../in/sub"], [str(real)],
+              [str(base / "to_real")], [str(tmp)]]  # fmt: skip
+    for given in givens:
         found = list(discover(given, base))
         assert found, given
         for doc in found:
             written = base / doc.path  # a name that is not UTF-8 is stored written out
-            shown = undone[0] if (undone := names.undo(written)) else written
-            assert doc.source == names.storable(str(shown.resolve())), (given, doc)
-        weird_found = [d for d in found if "\\x" in d.path]
-        assert len(weird_found) == (1 if given in (["in"], ["."]) else 0), given
-    through_link = {d.path: d.source for d in discover(["to_real"], base)}
-    assert through_link == {"to_real/deeper/inner.md": str(real.resolve() / "deeper" / "inner.md"),
-                            "to_real/target.txt": str(real.resolve() / "target.txt")}  # fmt: skip
-    linked = {d.path: d.source for d in discover(["in"], base)}["in/sub/to_target.txt"]
-    assert linked == str(real.resolve() / "target.txt")
+            on_disk = undone[0] if (undone := names.undo(written)) else written
+            assert doc.source == names.storable(str(on_disk.resolve())), (given, doc)
+            assert doc.size == os.stat(on_disk).st_size, (given, doc)
+    target, inner = str(real / "target.txt"), str(real / "deeper" / "inner.md")
+    expected = {  # given -> {path shown: source}
+        "to_real": {"to_real/deeper/inner.md": inner, "to_real/target.txt": target},
+        "to_real/..": {"to_real/../real/deeper/inner.md": inner,
+                       "to_real/../real/target.txt": target},  # resolved: ../ of the link's target
+        str(real): {inner: inner, target: target},  # outside: shown as given
+        str(tmp): {  # it holds the base: what is inside the base is shown relative to it
+            inner: inner, target: target, "in/a.txt": str(base / "in" / "a.txt"),
+            "in/sub/b.txt": str(base / "in" / "sub" / "b.txt"),
+            "in/sub/to_target.txt": target,
+            "in/caf\\xe9 \u00fc.txt": names.storable(str(base / "in" / weird)),
+        },
+    }  # fmt: skip
+    for given, wanted in expected.items():
+        assert {d.path: d.source for d in discover([given], base)} == wanted, given
 
 
 def test_utf8_with_a_damaged_byte_stays_utf8() -> None:
