@@ -27,7 +27,8 @@ Side by side, in one run, on the same disk:
 Every process it starts reads the modules compiled by a first, warm-up run (a cache in
 the bench's own temporary folder), as a usual environment does after a first run, even
 where PYTHONDONTWRITEBYTECODE is set (it is on the machine of the README's figures).
-Prints the ratio durable / plain (target <= 1.15), also without the start-up, and what
+Prints the ratio durable / plain (target <= 1.15), also without the start-up and in CPU
+time (the run's process with its parser processes, against the loop's), and what
 durability adds per step next to the floor (target within 2x). Concurrency 1 is the
 like-for-like figure: above it the run also works on several documents at once (parser
 processes, model threads), which the plain loop does not, so the ratio there mixes
@@ -42,6 +43,7 @@ import argparse
 import collections
 import hashlib
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -430,6 +432,14 @@ def cache_compiled(work: Path) -> None:
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "compiled")
 
 
+def cpu_seconds() -> float:
+    """CPU time (user and system) of this process and of its children that have ended
+    (a run's parser processes, reaped by the run, count in the run's)."""
+    own, ended = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                        resource.RUSAGE_CHILDREN))  # fmt: skip
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+
+
 def folder_of(folder: Path, work: Path, count: int) -> Path:
     """The first ``count`` documents of ``folder``, in a folder of their own."""
     sample = work / f"first-{count}"
@@ -460,6 +470,8 @@ def main() -> None:
     floor_s: list[float] = []
     page_floor_s: list[float] = []
     durable_s: dict[int, list[float]] = {level: [] for level in levels}
+    plain_cpu: list[float] = []
+    durable_cpu: dict[int, list[float]] = {level: [] for level in levels}
     alone_s: dict[int, list[float]] = {level: [] for level in levels}
     pipe_s: dict[int, list[float]] = {level: [] for level in levels}
     work = Path(tempfile.mkdtemp(prefix="durabatch-overhead-", dir=Path.cwd()))
@@ -473,11 +485,15 @@ def main() -> None:
         pages, where = pages_per_step(folder_of(folder, work, sample), work, sample)
         found = answers(folder, work)
         for n in range(args.rounds):  # each round measures everything once, side by side
+            before = cpu_seconds()
             plain_s.append(plain(folder, work))
+            plain_cpu.append(cpu_seconds() - before)
             calls_s.append(calls_only(folder))
             start_s.append(durable(work / "empty", work, 1, n))
             for level in levels:
+                before = cpu_seconds()
                 durable_s[level].append(durable(folder, work, level, n))
+                durable_cpu[level].append(cpu_seconds() - before)
                 alone_s[level].append(store_alone(folder, work, found, level, n))
                 pipe_s[level].append(pipelined(folder, work, level, n))
             floor_s.append(floor(work, min(steps, 3000), n))
@@ -485,7 +501,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"documents {args.docs}, steps {steps}; median of {args.rounds} rounds (range)")
-    print(f"plain loop:                 {spread(plain_s)} s  (the step functions)")
+    print(f"plain loop:                 {spread(plain_s)} s  (the step functions), CPU "
+          f"{spread(plain_cpu).strip()} s (its process and its parser process)")  # fmt: skip
     print(f"the calls alone:            {spread(calls_s)} s  (no step functions around them)")
     print(f"durabatch start-up:         {spread(start_s)} s  (an empty folder)")
     print(f"floor (one fsynced commit): {spread(floor_s, 1e6, 0)} us per step")
@@ -509,6 +526,9 @@ def main() -> None:
         print(f"  without the start-up  {spread(steady)}")
         calls = [d / c for d, c in zip(runs, calls_s, strict=True)]
         print(f"  against the calls     {spread(calls)}  (the baseline of earlier stops)")
+        cpu = [d / p for d, p in zip(durable_cpu[level], plain_cpu, strict=True)]
+        print(f"  CPU, durable/plain    {spread(cpu)}  (the run's process and its parsers: "
+              "less moved by other work on the machine than wall time)")  # fmt: skip
         print(f"  durability adds       {spread(per_step, 1e6, 0)} us per step")
         print(f"  that is, x the floor  {spread(to_floor)}  (target <= 2)")
         alone = [a / steps for a in alone_s[level]]
