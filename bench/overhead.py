@@ -8,11 +8,12 @@ Side by side, in one run, on the same disk:
   pool, chunking and embedded engine as a run (its own imports are done before the clock
   starts; the parser process starts inside it, as in a run);
 - the calls alone: the parser pool and the embedded engine called directly, without the
-  step functions around them: the baseline of earlier stops, printed beside;
+  step functions around them: the baseline used before, printed beside;
 - start-up: `durabatch run` over an empty folder: imports and a new database, paid
   once per run whatever its size (no parser process: it starts with the first document);
 - durable: `durabatch run` over the same folder (local engine, synchronous=FULL) at each
-  concurrency (32 is the embedded engine's default);
+  concurrency (32 is the embedded engine's default), on its default settings as the plain
+  loop (none taken from DURABATCH_* or OPENAI_* in the environment);
 - floor: one fsynced SQLite commit (WAL, synchronous=FULL) per step, nothing else: a
   one-row insert into a growing table, as a run's tables grow;
 - the pages a step's commit writes (a 300-document run at concurrency 1 with WAL
@@ -23,9 +24,12 @@ Side by side, in one run, on the same disk:
   the step functions, untimed), each document's next step claimed in the commit that
   completes the one before, as many documents to a commit as the run's concurrency, and
   nothing else: no engine, no threads, no parsing, no model. What the record a step
-  leaves (its state, its events, its calls) costs, apart from the engine around it.
-Every process it starts reads the modules compiled by a first, warm-up run (a cache in
-the bench's own temporary folder), as a usual environment does after a first run, even
+  leaves (its state, its events, its calls) costs, apart from the engine around it;
+- the two-process bound: the step functions run in this process, and each result goes
+  through a pipe to durabatch's store in a second one, which commits the results that
+  reached it together and claims the next steps.
+Every process it starts reads modules compiled by a warm-up run of one document (a cache
+in the bench's own temporary folder), as a usual install does after its first run, even
 where PYTHONDONTWRITEBYTECODE is set (it is on the machine of the README's figures).
 Prints the ratio durable / plain (target <= 1.15), also without the start-up and in CPU
 time (the run's process with its parser processes, against the loop's), and what
@@ -422,12 +426,14 @@ def floor_pages(work: Path, pages: int, commits: int, round_: int = 0) -> float:
 
 
 def cache_compiled(work: Path) -> None:
-    """Each process this bench starts reads the modules compiled by the first, from a
-    cache in ``work`` (gone with it), as a usual environment does after the first run.
-    Where PYTHONDONTWRITEBYTECODE is set (it is on the machine of the README's figures),
-    an editable install would compile every module it has no cache for at each start,
-    the run's and its parser processes': a cost the durable side would pay and the
-    plain loop, which imports before its clock starts, would not."""
+    """Each process this bench starts from now on reads the modules compiled by the
+    warm-up run ``main`` makes next, from a cache in ``work`` (gone with it), as a usual
+    install does after its first run. Where PYTHONDONTWRITEBYTECODE is set (it is on the
+    machine of the README's figures), an editable install compiles, at every start,
+    each module with no compiled copy: in the run and its parser processes, and in the
+    plain loop's one parser process only, as the loop imports before its clock starts.
+    (This process's own cache settings were fixed when it started; its imports are
+    never timed.)"""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "compiled")
 

@@ -22,6 +22,10 @@ figure is printed for both with their ratio and the target:
    size per document, and the size after ``durabatch compact RUN --vacuum``, then
    ``durabatch verify RUN`` must still pass.
 
+Before all that, a warm-up run of one document fills a cache of compiled modules in the
+work folder, which every process started after it reads (as a usual install does after
+its first run, even where PYTHONDONTWRITEBYTECODE is set).
+
 ``--source DIR`` runs the durabatch package found in DIR instead (e.g. an older commit
 unpacked with ``git archive``), for before/after figures.
 """
@@ -63,10 +67,10 @@ class Durabatch:
     def __init__(self, work: Path, source: str | None, concurrency: int) -> None:
         self.work = work
         self.concurrency = concurrency
-        # the modules compiled by a first run read from a cache in the work folder, as a
-        # usual environment does after a first run, even where PYTHONDONTWRITEBYTECODE is
-        # set (it is on the machine of the README's figures: each start of an editable
-        # install would compile them all again, 0.1-0.2 s, in `status` as in the run)
+        # modules compiled by the warm-up run read from a cache in the work folder, as a
+        # usual install does after its first run, even where PYTHONDONTWRITEBYTECODE is set
+        # (it is on the machine of the README's figures: each start of an editable install
+        # would compile every module with no compiled copy, in `status` as in the run)
         left_out = ("DURABATCH_", "OPENAI_", "PYTHONDONTWRITEBYTECODE")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(left_out)}
         self.env["PYTHONPYCACHEPREFIX"] = str(work / "compiled")
