@@ -8,9 +8,9 @@ database and its files; a file named explicitly is always taken.
 
 Only links are resolved, one by one: any other file's source is its folder's
 real path and its name. Symbolic links to folders are not followed (a link back
-to a parent would walk forever). A link that leads nowhere - to a file that is gone, or round
-a loop of links - is taken as a document, so that it ends ``failed`` with a
-reason a person can see instead of vanishing from the run.
+to a parent would walk forever). A link that leads nowhere - to a file that is
+gone, or round a loop of links - is taken as a document, so that it ends
+``failed`` with a reason a person can see instead of vanishing from the run.
 
 A path that is not valid UTF-8 (a name in Latin-1, say) is found like any other
 and stored written out (see ``durabatch.names``), so that it ends ``failed``
@@ -133,14 +133,14 @@ def _walk(folder: str, real: str, base: Path) -> Iterator[tuple[str, str, int | 
     the path): any other entry's source is ``real``/name, and its path as shown is its
     folder's and its name. An entry replaced by a link while the walk runs keeps the
     path it was listed under."""
+    shown = _shown(Path(folder), base)  # once a folder: the base may be inside it
     try:
         listed, folders, links = _listing(folder)
     except FileNotFoundError:  # vanished while we walked, like a file: it was never there
         return
     except OSError:
-        yield _shown(Path(folder), base), real, None
+        yield shown, real, None
         return
-    shown = _shown(Path(folder), base)  # once a folder: the base may be inside it
     prefix = "" if shown == "." else shown if shown.endswith("/") else f"{shown}/"
     for name in listed:
         path = os.path.join(folder, name)
