@@ -116,7 +116,7 @@ def plain(folder: Path, work: Path) -> float:
 
 
 def calls_only(folder: Path) -> float:
-    """The plain loop of earlier stops: the parser pool and the embedded engine called
+    """The plain loop used before: the parser pool and the embedded engine called
     directly, without the step functions around them (chunking, results)."""
     from durabatch.models.local import LocalProvider
     from durabatch.sandbox import ParserPool
@@ -175,8 +175,7 @@ def run_step(context: Any, path: Path, step: Any, text: str | None) -> Any:
 
     doc = Document(0, "", 0, path.name, str(path), path.stat().st_size, None,
                    DocStatus.RUNNING, None, None, None)  # fmt: skip
-    work = Work(doc, step, 1, text=text)
-    result = STEPS[step](work, context)
+    result = STEPS[step](Work(doc, step, 1, text=text), context)
     if step == Step.EXTRACT:
         return result
     key = hashlib.sha256(f"{path.name} {step}".encode()).hexdigest()
@@ -531,7 +530,7 @@ def main() -> None:
         print(f"  ratio durable/plain   {spread(ratio)}  (target <= {TARGET_RATIO})")
         print(f"  without the start-up  {spread(steady)}")
         calls = [d / c for d, c in zip(runs, calls_s, strict=True)]
-        print(f"  against the calls     {spread(calls)}  (the baseline of earlier stops)")
+        print(f"  against the calls     {spread(calls)}  (the baseline used before)")
         cpu = [d / p for d, p in zip(durable_cpu[level], plain_cpu, strict=True)]
         print(f"  CPU, durable/plain    {spread(cpu)}  (the run's process and its parsers: "
               "less moved by other work on the machine than wall time)")  # fmt: skip
