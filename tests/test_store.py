@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from durabatch.artifacts import INLINE_BYTES, digest_of
 from durabatch.errors import RunOwnedError, StoreError
 from durabatch.events import replay
 from durabatch.models.base import CallRecord
@@ -27,6 +28,7 @@ from durabatch.store.records import (
     StepFailure,
     StepResult,
     StepStatus,
+    Work,
 )
 from durabatch.store.schema import migrations
 from durabatch.store.sqlite import SQLiteStore
@@ -392,3 +394,82 @@ def test_a_run_over_the_same_files_is_refused_while_its_creator_holds_it(tmp_pat
     first.close()
     again = second.create_run({"cwd": str(tmp_path), "model": "m"}, ["docs/a.txt"])
     assert again.id not in (made.id, other.id)  # the holder is gone
+
+
+def held(db: Path, work: Work) -> tuple[object, ...]:
+    """What the database says a claimed step's work is, read on a connection of its own:
+    its attempt, the extracted text (artifact and the text kept inline), the content
+    hash, and whether this session already had the document in hand."""
+    conn = sqlite3.connect(db)
+    try:
+        doc_id, step = work.document.id, work.step
+        (attempt, session), = conn.execute(
+            "SELECT attempts, session_id FROM steps WHERE doc_id = ? AND step = ?", (doc_id, step)
+        )  # fmt: skip
+        extracted = conn.execute(
+            "SELECT artifact FROM steps WHERE doc_id = ? AND step = 'extract'", (doc_id,)
+        ).fetchone()
+        artifact = extracted[0] if extracted else None
+        text = conn.execute("SELECT text FROM texts WHERE digest = ?", (artifact,)).fetchone()
+        (sha256,) = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        (before,) = conn.execute(
+            "SELECT COUNT(*) FROM steps WHERE doc_id = ? AND step != ? AND session_id = ?",
+            (doc_id, step, session),
+        ).fetchone()
+    finally:
+        conn.close()
+    recheck = step != Step.EXTRACT and before == 0
+    return attempt, artifact, text[0] if text else None, sha256, recheck
+
+
+def handed(work: Work) -> tuple[object, ...]:
+    return (work.attempt, work.text_artifact, work.text, work.document.sha256, work.recheck)
+
+
+def test_every_claim_hands_out_what_the_database_holds(tmp_path: Path) -> None:
+    """A step claimed in the commit that completes the one before is built from what the
+    session knows, not read back: it must be what the database holds, whatever the text
+    came from (kept inline, a file of its own, reused from an earlier extraction) and
+    however the step was claimed (first, again after a failure, by a later session)."""
+    store = open_store(tmp_path)
+    run_id = new_run(store, 5)
+    owner = store.acquire(run_id, TTL)
+
+    def claimed(work: Work | None) -> Work:
+        assert work is not None
+        assert handed(work) == held(store.path, work)  # as the claim committed
+        return work
+
+    claims = [claimed(w) for w in store.start_steps(owner, store.pending_documents(run_id, 10))]
+    small, large = "a short text", "x" * (INLINE_BYTES + 1)
+    results = [
+        StepResult({"chars": 12}, digest_of(small), "aa" * 32, text=small),  # kept inline
+        StepResult({"chars": len(large)}, store.artifacts.put_text(large), "bb" * 32),  # a file
+        StepResult({"chars": 12}, digest_of(small), "cc" * 32, cached_from="r:docs/0.txt"),
+        StepResult({"chars": 12}, digest_of(small), None, text=small),  # no hash
+    ]
+    summaries, entities = [], []
+    for work, result in zip(claims[:4], results, strict=True):
+        summaries.append(claimed(store.complete_step(owner, work, result)))
+        entities.append(claimed(store.complete_step(owner, summaries[-1], StepResult("s"))))
+    assert [w.step for w in summaries + entities] == [Step.SUMMARIZE] * 4 + [Step.ENTITIES] * 4
+    assert [(w.text_artifact, w.text) for w in entities] == [
+        (digest_of(small), small), (results[1].artifact, None), (digest_of(small), small),
+        (digest_of(small), small),
+    ]  # fmt: skip
+    # the fifth fails its extraction once, and is claimed again; then its summary once
+    store.fail_step(owner, claims[4], StepFailure("OSError", "hiccup", "error", terminal=False))
+    (again,) = map(claimed, store.start_steps(owner, store.pending_documents(run_id, 10)))
+    summary = claimed(store.complete_step(owner, again, results[0]))
+    store.fail_step(owner, summary, StepFailure("OSError", "hiccup", "error", terminal=False))
+    (retried,) = map(claimed, store.start_steps(owner, store.pending_documents(run_id, 10)))
+    assert (again.attempt, summary.attempt, retried.attempt) == (2, 1, 2)
+    # a later session takes the rest over: its first step of each document checks the file
+    store.abandon(owner, [*entities, retried], "stopped")
+    store.release(run_id, owner, RunStatus.INTERRUPTED, "interrupted")
+    later = store.acquire(run_id, TTL)
+    resumed = [claimed(w) for w in store.start_steps(later, store.pending_documents(run_id, 10))]
+    last = claimed(store.complete_step(later, resumed[4], StepResult("s")))
+    assert [w.recheck for w in resumed] == [True] * 5 and not last.recheck
+    assert [w.attempt for w in [*resumed, last]] == [2, 2, 2, 2, 3, 1]
+    assert verify(store, run_id) == []

@@ -22,6 +22,10 @@ from durabatch.store.records import (
     delivers,
 )
 
+# the JSON the store writes, its text as it is: json.dumps given ensure_ascii makes an
+# encoder at each call, and a step writes several
+to_json = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def run_from_row(row: sqlite3.Row) -> Run:
     return Run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,13 +36,14 @@ class Step(StrEnum):
     DELIVER = "deliver"  # only in runs given --deliver-to
 
     def next(self, *, deliver: bool = False) -> Step | None:
-        order = [*PIPELINE, Step.DELIVER] if deliver else list(PIPELINE)
-        index = order.index(self)
-        return order[index + 1] if index + 1 < len(order) else None
+        return _AFTER[deliver].get(self)
 
 
 # the steps every run makes; DELIVER follows them when the run has a target
 PIPELINE = (Step.EXTRACT, Step.SUMMARIZE, Step.ENTITIES)
+# each step's next one, in a run without a target (False) and with one (True)
+_AFTER = {deliver: dict(itertools.pairwise(order))
+          for deliver, order in ((False, PIPELINE), (True, (*PIPELINE, Step.DELIVER)))}  # fmt: skip
 # the steps a model answers
 MODEL_STEPS = (Step.SUMMARIZE, Step.ENTITIES)
 

@@ -242,7 +242,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         doc_id: int | None = None,
         step: str | None = None,
     ) -> None:
-        row = (run_id, self._at(), type_, doc_id, step, json.dumps(data, ensure_ascii=False))
+        row = (run_id, self._at(), type_, doc_id, step, queries.to_json(data))
         self._insert(EVENT_ROW, row)
 
     def _changed(self, cursor: sqlite3.Cursor, what: str) -> None:
@@ -404,7 +404,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             "INSERT INTO events (seq, run_id, at, type, doc_id, step, data)"
             " VALUES (?, ?, ?, 'snapshot', NULL, NULL, ?)",
             (last, run_id, row["at"],
-             json.dumps(history.snapshot_data(state, count), ensure_ascii=False)),
+             queries.to_json(history.snapshot_data(state, count))),
         )  # fmt: skip
 
     def _refuse_compaction(self, run_id: str, busy: str | None = None) -> None:
@@ -638,8 +638,11 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         with self._tx():
             return [self._start(owner, doc, doc.step or Step.EXTRACT) for doc in docs]
 
-    def _start(self, owner: Owner, doc: Document, step: Step, sha256: str | None = None) -> Work:
-        """Claim ``step`` of ``doc``; ``sha256``: its content hash, just found by extract."""
+    def _start(self, owner: Owner, doc: Document, step: Step, sha256: str | None = None,
+               text: tuple[str | None, str | None] | None = None) -> Work:  # fmt: skip
+        """Claim ``step`` of ``doc``; ``sha256``: its content hash, just found by extract;
+        ``text``: the extracted text's (artifact, text) as the caller knows it, when this
+        session has just completed the document's step before (its file is in hand)."""
         now = self._at()
         # SQLite rewrites an index entry whenever a column it holds is SET, even to the same
         # value: a document already running keeps its status (and must still be running),
@@ -657,14 +660,27 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
              DocStatus.RUNNING),
         )  # fmt: skip
         self._changed(cursor, f"starting {step} of {doc.path}")
+        row = (doc.id, step, StepStatus.RUNNING, owner.session_id, now)
+        # an extraction, or a step claimed in the commit that completed the one before:
+        # on its first attempt (its row is new) what its work needs is known, not read back
+        if step == Step.EXTRACT or (text is not None and step != Step.DELIVER):
+            cursor = self.conn.execute(f"{START_STEP} ON CONFLICT (doc_id, step) DO NOTHING", row)
+            if cursor.rowcount == 1:
+                found = (
+                    doc
+                    if running and sha256 in (None, doc.sha256)
+                    else replace(doc, sha256=sha256 or doc.sha256, status=DocStatus.RUNNING)
+                )
+                artifact, extracted = text or (None, None)
+                self._event(doc.run_id, "step_started", {"attempt": 1,
+                            "session": owner.session_id}, doc.id, step)  # fmt: skip
+                return Work(found, step, 1, text_artifact=artifact, text=extracted)
         cursor = self.conn.execute(
-            "INSERT INTO steps (doc_id, step, status, attempts, session_id, started_at)"
-            " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (doc_id, step) DO UPDATE SET"
+            f"{START_STEP} ON CONFLICT (doc_id, step) DO UPDATE SET"
             " status = excluded.status, attempts = attempts + 1,"
             " session_id = excluded.session_id, started_at = excluded.started_at"
             " WHERE steps.status IN (?, ?)",
-            (doc.id, step, StepStatus.RUNNING, owner.session_id, now,
-             StepStatus.ABANDONED, StepStatus.FAILED),
+            (*row, StepStatus.ABANDONED, StepStatus.FAILED),
         )  # fmt: skip
         self._changed(cursor, f"starting {step} of {doc.path}")
         return self._work(owner, doc, step)
@@ -740,7 +756,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
             self._check_running(owner, work)
             self.conn.execute(
                 "INSERT INTO partials (doc_id, step, idx, output) VALUES (?, ?, ?, ?)",
-                (doc.id, work.step, index, json.dumps(output, ensure_ascii=False)),
+                (doc.id, work.step, index, queries.to_json(output)),
             )
             cost = self._record_calls(work, calls, kept=True)
             data = {"index": index, "output": output, **cost}
@@ -841,7 +857,7 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                 " output_tokens = output_tokens + ?, cost_pico = COALESCE(cost_pico, 0) + ?,"
                 " unpriced_calls = unpriced_calls + ?"
                 " WHERE doc_id = ? AND step = ? AND status = ? AND session_id = ?",
-                (StepStatus.DONE, json.dumps(result.output, ensure_ascii=False), result.artifact,
+                (StepStatus.DONE, queries.to_json(result.output), result.artifact,
                  self._at(), result.cache_key, result.cached_from, to_pico(result.saved_usd),
                  tokens["input_tokens"], tokens["output_tokens"], spent,
                  tokens["unpriced_calls"], doc.id, work.step, StepStatus.RUNNING,
@@ -874,7 +890,18 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
                     (DocStatus.PENDING, following, self._at(), doc.id),
                 )
                 return None
-            return self._start(owner, doc, following, result.sha256)
+            return self._start(owner, doc, following, result.sha256, self._text_after(work, result))
+
+    @staticmethod
+    def _text_after(work: Work, result: StepResult) -> tuple[str | None, str | None] | None:
+        """The extracted text's (artifact, text) for the step after ``work``, as its
+        result or its own work holds it; None when only the database knows (text reused
+        from an earlier extraction is in the database, not in the result)."""
+        if work.step != Step.EXTRACT:
+            return work.text_artifact, work.text
+        if result.text is None and result.artifact is not None:
+            return None
+        return result.artifact, result.text
 
     def fail_step(self, owner: Owner, work: Work, failure: StepFailure) -> None:
         """Record a failed attempt; a terminal one ends the document failed or skipped."""
@@ -979,6 +1006,10 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
         self._event(doc.run_id, "document_finished", data, doc.id)
 
 
+START_STEP = (
+    "INSERT INTO steps (doc_id, step, status, attempts, session_id, started_at)"
+    " VALUES (?, ?, ?, 1, ?, ?)"
+)
 EVENT_ROW = "INSERT INTO events (run_id, at, type, doc_id, step, data) VALUES"
 CALL_ROW = (
     "INSERT INTO model_calls (run_id, doc_id, step, attempt, provider, model, input_tokens,"
