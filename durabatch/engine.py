@@ -469,7 +469,7 @@ class Engine:
         inputs = [work.document.sha256, work.step, self.provider.name,
                   getattr(self.provider, "url", ""), getattr(self.provider, "version", ""), model,
                   self.settings.max_input_tokens or self.provider.window_tokens(model)]  # fmt: skip
-        version = extract.extractor_version(Path(work.document.source), self.settings.pdf_engine)
+        version = extract.extractor_version(work.document.source, self.settings.pdf_engine)
         if version != extract.EXTRACTOR_VERSION:  # the answer was made from another engine's text
             inputs.append(version)
         return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
@@ -522,7 +522,7 @@ class Engine:
         while self._parsing:
             work = self._parsing[0]
             try:
-                parse = self.parsers.start(Path(work.document.source),
+                parse = self.parsers.start(work.document.source,
                                            max_bytes=self.settings.max_bytes,
                                            timeout=self.settings.extract_timeout)  # fmt: skip
             except Exception as exc:  # the pool is closing

@@ -241,7 +241,7 @@ def _first_done(pending: _Parses, stopping: threading.Event | None) -> tuple[_Pa
 
 
 def _reused(store: Store, settings: Settings, doc: NewDocument) -> str | None:
-    found = reusable(store.cached_extraction, store.artifacts, Path(doc.source), settings.max_bytes,
+    found = reusable(store.cached_extraction, store.artifacts, doc.source, settings.max_bytes,
                      settings.pdf_engine)  # fmt: skip
     if found is None:
         return None
@@ -284,7 +284,7 @@ def _settled(store: Store, settings: Settings, done: set[Future[_Parsed]],
         if found is None:
             yield parsed.doc, None, parsed.failure
             continue
-        key = content_key(found.sha256, Path(parsed.doc.source), settings.pdf_engine)
+        key = content_key(found.sha256, parsed.doc.source, settings.pdf_engine)
         store.save_extraction(key, found.sha256, parsed.doc.path, describe(found),
                               parsed.artifact)  # fmt: skip
         tally.parsed += 1

@@ -79,7 +79,7 @@ class ParserPool:
         self._slots = threading.BoundedSemaphore(size or os.cpu_count() or 1)
         self._waiting = 0  # threads blocked in extract for a slot: start does not jump them
 
-    def extract(self, path: Path, *, max_bytes: int, timeout: float) -> Extracted:
+    def extract(self, path: str | Path, *, max_bytes: int, timeout: float) -> Extracted:
         """Parse in a worker; the deadline starts when a worker has the file. A parse that
         got its turn only once the run began to stop is not started: a drain waits for
         the parses under way, not for every one queued behind them."""
@@ -99,7 +99,7 @@ class ParserPool:
             raise
         return extracted
 
-    def start(self, path: Path, *, max_bytes: int, timeout: float) -> Parse | None:
+    def start(self, path: str | Path, *, max_bytes: int, timeout: float) -> Parse | None:
         """``extract`` without waiting, for a thread with other work: the parse, which
         that thread polls; None while every worker is busy, or a thread waits in
         ``extract`` for one (it goes first). Nothing is sent to the worker before the
@@ -108,7 +108,7 @@ class ParserPool:
             return None
         return self._begin(path, max_bytes, timeout)
 
-    def _begin(self, path: Path, max_bytes: int, timeout: float) -> Parse:
+    def _begin(self, path: str | Path, max_bytes: int, timeout: float) -> Parse:
         """A parse of ``path`` on a worker, its slot already taken."""
         try:
             if self._stopping is not None and self._stopping.is_set():
@@ -189,7 +189,7 @@ class Parse:
     it. The deadline runs from the send: neither a worker's start nor the caller's own
     work before its first poll counts. The worker and its slot go back when it ends."""
 
-    def __init__(self, pool: ParserPool, worker: _Worker, path: Path, max_bytes: int,
+    def __init__(self, pool: ParserPool, worker: _Worker, path: str | Path, max_bytes: int,
                  timeout: float) -> None:  # fmt: skip
         self.path = path
         self.conn = worker.conn  # to wait on, with others (multiprocessing.connection.wait)

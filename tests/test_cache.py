@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,8 @@ from fakeapi import FakeAPI
 from typer.testing import CliRunner
 
 from durabatch.cli import app
+from durabatch.formats import SUFFIXES
+from durabatch.steps import extract
 
 runner = CliRunner()
 
@@ -81,3 +84,23 @@ def test_another_server_is_another_answer(api: FakeAPI) -> None:
     with FakeAPI() as other:
         run(other)
         assert len(other.completions()) == 8
+
+
+NAMES = ["a.txt", "B.PDF", "archive.tar.gz", ".bashrc", ".hidden.md", "a.", "a..", "..", "...",
+         "noext", "dir.d/file", "a.b.", "é.Html", "x\udcff.docx", "dir.d/.x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("engine", ["pypdf", "pdfium"])
+def test_a_files_extension_is_read_as_pathlib_reads_it(name: str, engine: str) -> None:
+    """The extraction's key takes the extension from the path as text, not from a Path:
+    it must be the extension pathlib gives, or text kept by earlier versions (their keys
+    made with pathlib) would no longer be found."""
+    source = f"/docs/{name}"
+    assert extract.suffix_of(source) == Path(source).suffix
+    suffix = Path(source).suffix.lower()  # as earlier versions read it
+    pdf = engine != "pypdf" and SUFFIXES.get(suffix, "pdf") == "pdf"
+    version = f"{extract.EXTRACTOR_VERSION}+{engine}" if pdf else extract.EXTRACTOR_VERSION
+    assert extract.extractor_version(source, engine) == version
+    earlier = json.dumps(["ab" * 32, "extract", version, suffix]).encode()
+    assert extract.content_key("ab" * 32, source, engine) == hashlib.sha256(earlier).hexdigest()

@@ -47,7 +47,7 @@ def reused(work: Work, ctx: StepContext, most: int | None = None) -> StepResult 
         return None
     settings = ctx.settings
     limit = settings.max_bytes if most is None else min(most, settings.max_bytes)
-    found = reusable(ctx.reuse, ctx.artifacts, Path(work.document.source), limit,
+    found = reusable(ctx.reuse, ctx.artifacts, work.document.source, limit,
                      settings.pdf_engine)  # fmt: skip
     if found is None:
         return None
@@ -61,7 +61,7 @@ def result_of(work: Work, extracted: Extracted, ctx: StepContext) -> StepResult:
     text = extracted.text
     small = artifacts.inline(text)  # kept in the database, in the step's own commit
     digest = artifacts.digest_of(text) if small else ctx.artifacts.put_text(text)
-    key = content_key(extracted.sha256, Path(work.document.source), ctx.settings.pdf_engine)
+    key = content_key(extracted.sha256, work.document.source, ctx.settings.pdf_engine)
     return StepResult(output=describe(extracted), artifact=digest, text=text if small else None,
                       sha256=extracted.sha256, cache_key=key)  # fmt: skip
 
@@ -79,7 +79,7 @@ def describe(extracted: Extracted) -> dict[str, Any]:
     return {"kind": extracted.kind, "chars": len(extracted.text), "pages": extracted.pages}
 
 
-def reusable(lookup: Reuse, store: ArtifactStore, source: Path, max_bytes: int,
+def reusable(lookup: Reuse, store: ArtifactStore, source: str, max_bytes: int,
              pdf_engine: str) -> tuple[str, str, CachedStep] | None:  # fmt: skip
     """(key, sha256, earlier extraction) when these bytes were extracted before and
     their text is still on disk."""
@@ -95,20 +95,28 @@ def reusable(lookup: Reuse, store: ArtifactStore, source: Path, max_bytes: int,
     return key, digest, hit
 
 
-def content_key(sha256: str, source: Path, pdf_engine: str) -> str:
-    inputs = [sha256, "extract", extractor_version(source, pdf_engine), source.suffix.lower()]
+def content_key(sha256: str, source: str, pdf_engine: str) -> str:
+    inputs = [sha256, "extract", extractor_version(source, pdf_engine), suffix_of(source).lower()]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
-def extractor_version(source: Path, pdf_engine: str) -> str:
+def extractor_version(source: str, pdf_engine: str) -> str:
     """What made a file's text: the PDF engine counts for a file that may be a PDF
     (``.pdf``, or an extension we do not know, recognised by its magic)."""
-    if pdf_engine == "pypdf" or SUFFIXES.get(source.suffix.lower(), "pdf") != "pdf":
+    if pdf_engine == "pypdf" or SUFFIXES.get(suffix_of(source).lower(), "pdf") != "pdf":
         return EXTRACTOR_VERSION
     return f"{EXTRACTOR_VERSION}+{pdf_engine}"
 
 
-def file_sha256(path: Path, max_bytes: int) -> str | None:
+def suffix_of(source: str) -> str:
+    """``Path(source).suffix`` of a file's path, without making a Path: the writer's
+    thread asks for every document, and a Path costs more than the rest of the key."""
+    name = source.rpartition(os.sep)[2]
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
+def file_sha256(path: str | Path, max_bytes: int) -> str | None:
     """The hash of a regular file small enough to extract; None for anything else,
     which the parser then turns into its reason (missing, too large, ...)."""
     try:
