@@ -1,6 +1,6 @@
 """What durability costs: `durabatch run` vs the same work in a plain loop, and the floor.
 
-    .venv/bin/python bench/overhead.py [--docs 5000] [--concurrency 1,4,32] [--rounds 3]
+    .venv/bin/python bench/overhead.py [--docs 5000] [--concurrency 1,4,64] [--rounds 3]
 
 Side by side, in one run, on the same disk:
 - plain: the engine's own step functions (extract, summarize, entities) called for each
@@ -12,7 +12,7 @@ Side by side, in one run, on the same disk:
 - start-up: `durabatch run` over an empty folder: imports and a new database, paid
   once per run whatever its size (no parser process: it starts with the first document);
 - durable: `durabatch run` over the same folder (local engine, synchronous=FULL) at each
-  concurrency (32 is the embedded engine's default), on its default settings as the plain
+  concurrency (64 is the embedded engine's default), on its default settings as the plain
   loop (none taken from DURABATCH_* or OPENAI_* in the environment);
 - floor: one fsynced SQLite commit (WAL, synchronous=FULL) per step, nothing else: a
   one-row insert into a growing table, as a run's tables grow;
@@ -463,8 +463,8 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=5000)
-    levels_help = "levels, comma-separated (32: the embedded engine's default)"
-    parser.add_argument("--concurrency", default="1,4,32", help=levels_help)
+    levels_help = "levels, comma-separated (64: the embedded engine's default)"
+    parser.add_argument("--concurrency", default="1,4,64", help=levels_help)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]

@@ -373,14 +373,14 @@ def test_a_resumed_run_keeps_its_chunking(sample_docs: Path) -> None:
 
 
 def test_documents_in_flight_default_to_the_engines_own(tmp_path: Path) -> None:
-    """Without --concurrency the embedded engine works on 32 documents at once, and a
+    """Without --concurrency the embedded engine works on 64 documents at once, and a
     remote model or a webhook to deliver to on 4; a resumed run takes the default of its
     own engine, whatever the provider of the session; a value given anywhere wins, and
     the run records what it began with."""
     from durabatch.config import load
 
     remote = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
-    assert load({}, env={}, cwd=tmp_path).in_flight == 32
+    assert load({}, env={}, cwd=tmp_path).in_flight == 64
     assert load(remote, env={}, cwd=tmp_path).in_flight == 4
     stored = load(remote, env={}, cwd=tmp_path).run_settings()
     assert stored["concurrency"] == 4
@@ -390,7 +390,7 @@ def test_documents_in_flight_default_to_the_engines_own(tmp_path: Path) -> None:
     assert load({}, env={"DURABATCH_CONCURRENCY": "3"}, cwd=tmp_path).in_flight == 3
     webhook = {"deliver_to": "http://127.0.0.1:9/hook"}
     assert load(webhook, env={}, cwd=tmp_path).in_flight == 4
-    assert load({"deliver_to": str(tmp_path / "out")}, env={}, cwd=tmp_path).in_flight == 32
+    assert load({"deliver_to": str(tmp_path / "out")}, env={}, cwd=tmp_path).in_flight == 64
 
 
 def test_a_run_stored_before_a_setting_existed_keeps_its_default() -> None:
