@@ -74,7 +74,9 @@ def test_a_kill_in_the_middle_releases_the_dead_owners_reservations(ws: Workspac
         log = EventLog(ws.db)
 
         def paying(events: list[Any]) -> bool:
-            return len(of_type(events, "step_completed")) >= 35  # extracts and some calls
+            # extracts and some calls done, and calls in flight: between two waves of
+            # answers no call may be, so the kill waits for the next call's reservation
+            return len(of_type(events, "step_completed")) >= 35 and spent(ws)[2] > 0
 
         signal_when(proc, log, paying, signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL, proc.describe()
