@@ -79,8 +79,8 @@ RunArg = Annotated[str, typer.Argument(help="The run id (see `durabatch status`)
 Concurrency = Annotated[
     int | None,
     typer.Option(
-        help="Documents in flight at once (default 32 on the embedded engine, 4 "
-        "with a remote model or a webhook to deliver to).",
+        help=f"Documents in flight at once (default {config.LOCAL_CONCURRENCY} on the embedded "
+        f"engine, {config.DEFAULT_CONCURRENCY} with a remote model or a webhook to deliver to).",
         min=1,
     ),
 ]

@@ -86,19 +86,22 @@ def test_another_server_is_another_answer(api: FakeAPI) -> None:
         assert len(other.completions()) == 8
 
 
-NAMES = ["a.txt", "B.PDF", "archive.tar.gz", ".bashrc", ".hidden.md", "a.", "a..", "..", "...",
-         "noext", "dir.d/file", "a.b.", "é.Html", "x\udcff.docx", "dir.d/.x"]  # fmt: skip
+# each name's extension as Path(...).suffix gave it up to Python 3.13 (3.14 reads "a." as ".")
+SUFFIXES_OF = {"a.txt": ".txt", "B.PDF": ".PDF", "archive.tar.gz": ".gz", ".bashrc": "",
+               ".hidden.md": ".md", "a.": "", "a..": "", "..": "", "...": "", "..foo": ".foo",
+               "noext": "", "dir.d/file": "", "a.b.": "", "é.Html": ".Html",
+               "x\udcff.docx": ".docx", "dir.d/.x": ""}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SUFFIXES_OF)
 @pytest.mark.parametrize("engine", ["pypdf", "pdfium"])
-def test_a_files_extension_is_read_as_pathlib_reads_it(name: str, engine: str) -> None:
+def test_a_files_extension_is_read_as_pathlib_read_it(name: str, engine: str) -> None:
     """The extraction's key takes the extension from the path as text, not from a Path:
-    it must be the extension pathlib gives, or text kept by earlier versions (their keys
+    it must be the extension pathlib gave, or text kept by earlier versions (their keys
     made with pathlib) would no longer be found."""
     source = f"/docs/{name}"
-    assert extract.suffix_of(source) == Path(source).suffix
-    suffix = Path(source).suffix.lower()  # as earlier versions read it
+    assert extract.suffix_of(source) == SUFFIXES_OF[name]
+    suffix = SUFFIXES_OF[name].lower()  # as earlier versions read it
     pdf = engine != "pypdf" and SUFFIXES.get(suffix, "pdf") == "pdf"
     version = f"{extract.EXTRACTOR_VERSION}+{engine}" if pdf else extract.EXTRACTOR_VERSION
     assert extract.extractor_version(source, engine) == version

@@ -391,6 +391,8 @@ def test_documents_in_flight_default_to_the_engines_own(tmp_path: Path) -> None:
     webhook = {"deliver_to": "http://127.0.0.1:9/hook"}
     assert load(webhook, env={}, cwd=tmp_path).in_flight == 4
     assert load({"deliver_to": str(tmp_path / "out")}, env={}, cwd=tmp_path).in_flight == 64
+    said = " ".join(invoke("run", "--help").stdout.replace("│", " ").split())
+    assert "default 64 on the embedded engine, 4 with a remote model" in said, said
 
 
 def test_a_run_stored_before_a_setting_existed_keeps_its_default() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -399,7 +400,8 @@ def test_a_run_over_the_same_files_is_refused_while_its_creator_holds_it(tmp_pat
 def held(db: Path, work: Work) -> tuple[object, ...]:
     """What the database says a claimed step's work is, read on a connection of its own:
     its attempt, the extracted text (artifact and the text kept inline), the content
-    hash, and whether this session already had the document in hand."""
+    hash, whether this session already had the document in hand, the document's status,
+    and the text of the event that started the step."""
     conn = sqlite3.connect(db)
     try:
         doc_id, step = work.document.id, work.step
@@ -411,7 +413,14 @@ def held(db: Path, work: Work) -> tuple[object, ...]:
         ).fetchone()
         artifact = extracted[0] if extracted else None
         text = conn.execute("SELECT text FROM texts WHERE digest = ?", (artifact,)).fetchone()
-        (sha256,) = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        sha256, status = conn.execute(
+            "SELECT sha256, status FROM documents WHERE id = ?", (doc_id,)
+        ).fetchone()
+        (started,) = conn.execute(
+            "SELECT data FROM events WHERE doc_id = ? AND step = ? AND type = 'step_started'"
+            " ORDER BY seq DESC LIMIT 1",
+            (doc_id, step),
+        ).fetchone()
         (before,) = conn.execute(
             "SELECT COUNT(*) FROM steps WHERE doc_id = ? AND step != ? AND session_id = ?",
             (doc_id, step, session),
@@ -419,11 +428,16 @@ def held(db: Path, work: Work) -> tuple[object, ...]:
     finally:
         conn.close()
     recheck = step != Step.EXTRACT and before == 0
-    return attempt, artifact, text[0] if text else None, sha256, recheck
+    # the event's text as json.dumps wrote it before claims were built: verify reads values,
+    # `durabatch events` shows the text
+    event = json.dumps({"attempt": attempt, "session": session}, ensure_ascii=False)
+    return attempt, artifact, text[0] if text else None, sha256, recheck, status, event == started
 
 
 def handed(work: Work) -> tuple[object, ...]:
-    return (work.attempt, work.text_artifact, work.text, work.document.sha256, work.recheck)
+    doc = work.document
+    return (work.attempt, work.text_artifact, work.text, doc.sha256, work.recheck, doc.status,
+            True)  # fmt: skip
 
 
 def test_every_claim_hands_out_what_the_database_holds(tmp_path: Path) -> None:

@@ -109,8 +109,10 @@ def extractor_version(source: str, pdf_engine: str) -> str:
 
 
 def suffix_of(source: str) -> str:
-    """``Path(source).suffix`` of a file's path, without making a Path: the writer's
-    thread asks for every document, and a Path costs more than the rest of the key."""
+    """A file's extension, by the rule of ``Path(source).suffix`` up to Python 3.13,
+    without making a Path (the writer's thread asks for every document, and a Path cost
+    more than the rest of the key). The rule is kept as it is: the extraction keys made
+    with it must not change with the Python that runs (3.14's pathlib reads "a." as ".")."""
     name = source.rpartition(os.sep)[2]
     dot = name.rfind(".")
     return name[dot:] if 0 < dot < len(name) - 1 else ""

@@ -895,8 +895,9 @@ class SQLiteStore(SQLiteReads, SQLiteCache, SQLiteDeliveries):
     @staticmethod
     def _text_after(work: Work, result: StepResult) -> tuple[str | None, str | None] | None:
         """The extracted text's (artifact, text) for the step after ``work``, as its
-        result or its own work holds it; None when only the database knows (text reused
-        from an earlier extraction is in the database, not in the result)."""
+        result or its own work holds it; None when extract's result has no text itself:
+        it is in a file of its own, or reused from an earlier extraction (in the database,
+        not in the result), and the claim reads it back."""
         if work.step != Step.EXTRACT:
             return work.text_artifact, work.text
         if result.text is None and result.artifact is not None:
